@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "dev"
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM: every long-running command
+// treats that as "finish what is in flight, confirm, exit 0".
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newVersionCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:         "version",
+		Short:       "Print the pgtandem version",
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{"config": "none"},
+		Run: func(*cobra.Command, []string) {
+			fmt.Fprintf(stdout, "pgtandem %s\n", buildVersion())
+		},
+	}
+}
+
+// direction holds --from/--to of the commands that move data between two
+// clusters.
+type direction struct{ from, to string }
+
+func (d *direction) flags(cmd *cobra.Command, withTo bool) {
+	cmd.Flags().StringVar(&d.from, "from", "", "source cluster name from the config (e.g. old)")
+	_ = cmd.MarkFlagRequired("from")
+	if withTo {
+		cmd.Flags().StringVar(&d.to, "to", "", "target cluster name from the config (e.g. new)")
+		_ = cmd.MarkFlagRequired("to")
+	}
+}
+
+// check resolves both clusters, so a misspelt name fails before any work.
+func (d *direction) check(a *app, withTo bool) error {
+	if _, err := a.cfg.Cluster(d.from); err != nil {
+		return err
+	}
+	if !withTo {
+		return nil
+	}
+	if _, err := a.cfg.Cluster(d.to); err != nil {
+		return err
+	}
+	if d.from == d.to {
+		return fmt.Errorf("--from and --to are both %q: a cluster cannot be its own target", d.from)
+	}
+	return nil
+}
+
+func newPg2brokerCmd(a *app) *cobra.Command {
+	var d direction
+	cmd := &cobra.Command{
+		Use:   "pg2broker --from CLUSTER",
+		Short: "Capture a cluster's committed changes into its Pulsar topic (long-running)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := d.check(a, false); err != nil {
+				return err
+			}
+			return &errNotImplemented{"pg2broker", "issue 4"}
+		},
+	}
+	d.flags(cmd, false)
+	return cmd
+}
+
+func newBroker2pgCmd(a *app) *cobra.Command {
+	var d direction
+	cmd := &cobra.Command{
+		Use:   "broker2pg --from CLUSTER --to CLUSTER",
+		Short: "Apply one cluster's topic into another cluster, exactly once in effect (long-running)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := d.check(a, true); err != nil {
+				return err
+			}
+			return &errNotImplemented{"broker2pg", "issue 5"}
+		},
+	}
+	d.flags(cmd, true)
+	return cmd
+}
+
+func newInitCmd(a *app) *cobra.Command {
+	var d direction
+	cmd := &cobra.Command{
+		Use:   "init --from CLUSTER --to CLUSTER",
+		Short: "Create slot and publication and make the initial copy (or record a clone's handoff LSN)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := d.check(a, true); err != nil {
+				return err
+			}
+			return &errNotImplemented{"init", "issue 6"}
+		},
+	}
+	d.flags(cmd, true)
+	return cmd
+}
+
+func newVerifyCmd(a *app) *cobra.Command {
+	var d direction
+	cmd := &cobra.Command{
+		Use:   "verify --from CLUSTER --to CLUSTER",
+		Short: "Prove two clusters hold the same schema and data (exit 0 equal, 1 different, 2 error)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := d.check(a, true); err != nil {
+				return &exitError{2, err}
+			}
+			return &exitError{2, &errNotImplemented{"verify", "issue 6"}}
+		},
+	}
+	d.flags(cmd, true)
+	return cmd
+}
+
+func newStatusCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show slot positions, apply progress, lag and blocked reasons of every cluster and direction",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return &errNotImplemented{"status", "issue 5"}
+		},
+	}
+}
+
+func newDemoCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "demo",
+		Short: "Run a local upgrade rehearsal from PostgreSQL 15 to 17 with the built-in broker",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprint(a.stdout, demoPlan)
+			return nil
+		},
+	}
+}
+
+const demoPlan = `pgtandem demo will run a whole upgrade rehearsal on this machine:
+  1. start PostgreSQL 15 ("old") and 17 ("new") in .cache/demo/, and the built-in broker
+  2. create a sample application database and run a steady write load on old
+  3. pgtandem init (consistent copy old -> new), then pg2broker and broker2pg
+  4. show live progress until new has caught up, pause the load, run pgtandem verify
+  5. print a summary and write .cache/demo/report.html
+The rehearsal itself lands with issue 7; this build only prints the plan.
+`

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/pgtandem/pgtandem/internal/config"
+)
+
+// configFlags are the flags every command has for reaching configuration.
+type configFlags struct {
+	file string
+	set  []string
+}
+
+// keyFlags binds convenience flags to configuration keys; every other key is
+// reachable through --set key=value.
+var keyFlags = map[string]string{
+	"log-level":    "log.level",
+	"log-format":   "log.format",
+	"pulsar-url":   "pulsar.url",
+	"topic-prefix": "pulsar.topic-prefix",
+}
+
+// Environment variables with the PGTANDEM_ prefix that are not configuration
+// keys: where the config file is, and where tests and scripts find PostgreSQL
+// binaries.
+var nonKeyEnv = regexp.MustCompile(`^PGTANDEM_(CONFIG|CACHE|PG\d+_BIN|PG_MAJORS|TEST_.*)$`)
+
+// loadConfig merges, lowest precedence first: defaults, the YAML file,
+// PGTANDEM_* environment variables, then flags. Unknown keys in any of them
+// are errors that name the key, because a mistyped key silently ignored is a
+// setting the operator believes in and does not have.
+func loadConfig(cf configFlags, flags *pflag.FlagSet, environ []string) (config.Config, error) {
+	v := viper.New()
+	def := config.Default()
+	setDefaults(v, def)
+
+	file := cf.file
+	if file == "" {
+		file = lookupEnv(environ, "PGTANDEM_CONFIG")
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			var notFound *os.PathError
+			if errors.As(err, &notFound) {
+				return config.Config{}, fmt.Errorf("config file %s: %w", file, notFound.Err)
+			}
+			return config.Config{}, fmt.Errorf("config file %s: %v", file, err)
+		}
+		for _, key := range v.AllKeys() {
+			if !config.KnownKey(key) {
+				return config.Config{}, &config.Error{Key: key, Reason: "unknown key in " + file + knownKeysHint()}
+			}
+		}
+	}
+
+	envKeys := map[string]string{}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "PGTANDEM_") || nonKeyEnv.MatchString(name) {
+			continue
+		}
+		key, ok := config.KeyForEnv(name)
+		if !ok {
+			return config.Config{}, &config.Error{Key: name, Reason: "unknown environment variable" + knownKeysHint()}
+		}
+		envKeys[key] = value
+	}
+	for _, key := range sortedKeys(envKeys) {
+		v.Set(key, envKeys[key])
+	}
+
+	if flags != nil {
+		for flag, key := range keyFlags {
+			if f := flags.Lookup(flag); f != nil && f.Changed {
+				v.Set(key, f.Value.String())
+			}
+		}
+	}
+	for _, kv := range cf.set {
+		key, value, ok := strings.Cut(kv, "=")
+		key = strings.ToLower(strings.TrimSpace(key))
+		if !ok {
+			return config.Config{}, fmt.Errorf("--set %q: want key=value", redactSet(kv))
+		}
+		if !config.KnownKey(key) {
+			return config.Config{}, &config.Error{Key: key, Reason: "unknown key in --set" + knownKeysHint()}
+		}
+		v.Set(key, value)
+	}
+
+	var cfg config.Config
+	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+	)))
+	if err != nil {
+		// mapstructure quotes the offending value; it may be a secret.
+		return config.Config{}, fmt.Errorf("config: a value has the wrong type: %s", firstLine(scrubValues(err.Error())))
+	}
+	return cfg, cfg.Validate()
+}
+
+// setDefaults registers the defaults key by key, so that viper knows every
+// fixed key (and so decodes env and flag strings into their types).
+func setDefaults(v *viper.Viper, def config.Config) {
+	v.SetDefault("pulsar.url", def.Pulsar.URL)
+	v.SetDefault("pulsar.topic-prefix", def.Pulsar.TopicPrefix)
+	v.SetDefault("pulsar.auth-token", "")
+	v.SetDefault("pulsar.auth-token-file", "")
+	v.SetDefault("broker.listen", def.Broker.Listen)
+	v.SetDefault("broker.admin-listen", def.Broker.AdminListen)
+	v.SetDefault("broker.data-dir", def.Broker.DataDir)
+	v.SetDefault("broker.auth-token-file", def.Broker.AuthTokenFile)
+	v.SetDefault("broker.dedup", def.Broker.Dedup)
+	v.SetDefault("broker.max-message-size", def.Broker.MaxMessageSize)
+	v.SetDefault("broker.retention-size", def.Broker.RetentionSize)
+	v.SetDefault("broker.retention-time", def.Broker.RetentionTime)
+	v.SetDefault("log.level", def.Log.Level)
+	v.SetDefault("log.format", def.Log.Format)
+}
+
+func knownKeysHint() string {
+	return " (known keys: " + strings.Join(config.Keys(), ", ") + ")"
+}
+
+func lookupEnv(environ []string, name string) string {
+	for _, kv := range environ {
+		if k, v, _ := strings.Cut(kv, "="); k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// redactSet hides the value of a malformed --set argument: it may be a DSN.
+func redactSet(kv string) string {
+	if len(kv) > 24 {
+		return kv[:8] + "…"
+	}
+	return kv
+}
+
+var quoted = regexp.MustCompile(`'[^']*'|"[^"]*"`)
+
+// scrubValues removes quoted values from a decoding error, keeping the key
+// names mapstructure puts first.
+func scrubValues(msg string) string {
+	return quoted.ReplaceAllStringFunc(msg, func(q string) string {
+		inner := q[1 : len(q)-1]
+		if config.KnownKey(strings.ToLower(inner)) {
+			return q
+		}
+		return "<value>"
+	})
+}
+
+func firstLine(s string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if strings.TrimSpace(line) != "" && !strings.HasPrefix(line, "decoding failed") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return s
+}

@@ -1,0 +1,78 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestKeyForEnv(t *testing.T) {
+	cases := map[string]string{
+		"PGTANDEM_CLUSTERS_OLD_DSN":        "clusters.old.dsn",
+		"PGTANDEM_CLUSTERS_DB_OLD_TOPIC":   "clusters.db_old.topic",
+		"PGTANDEM_PULSAR_TOPIC_PREFIX":     "pulsar.topic-prefix",
+		"PGTANDEM_BROKER_MAX_MESSAGE_SIZE": "broker.max-message-size",
+		"PGTANDEM_LOG_LEVEL":               "log.level",
+	}
+	for env, want := range cases {
+		got, ok := KeyForEnv(env)
+		if !ok || got != want {
+			t.Errorf("KeyForEnv(%s) = %q, %v; want %q", env, got, ok, want)
+		}
+		if !KnownKey(got) {
+			t.Errorf("KnownKey(%q) = false", got)
+		}
+	}
+	for _, env := range []string{"PGTANDEM_CLUSTERS__DSN", "PGTANDEM_PULSAR", "PGTANDEM_NOPE", "OTHER_LOG_LEVEL"} {
+		if got, ok := KeyForEnv(env); ok {
+			t.Errorf("KeyForEnv(%s) = %q, want no key", env, got)
+		}
+	}
+	if EnvName("clusters.old.dsn") != "PGTANDEM_CLUSTERS_OLD_DSN" {
+		t.Errorf("EnvName = %s", EnvName("clusters.old.dsn"))
+	}
+}
+
+func TestValidateCollectsEveryError(t *testing.T) {
+	cfg := Default()
+	cfg.Clusters = map[string]Cluster{"Old": {DSN: "postgres://a@h/db"}, "new": {}}
+	cfg.Pulsar.URL = "pulsar://h:99999"
+	cfg.Broker.MaxMessageSize = 10
+	err := cfg.Validate()
+	var keys []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ce *Error
+		if !errors.As(e, &ce) {
+			t.Fatalf("%v is not a *config.Error", e)
+		}
+		keys = append(keys, ce.Key)
+	}
+	want := "clusters.Old clusters.new.dsn pulsar.url broker.max-message-size"
+	if strings.Join(keys, " ") != want {
+		t.Fatalf("error keys = %v, want %s", keys, want)
+	}
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	cases := []struct{ dsn, secret string }{
+		{"postgres://u:pa%40ss@h/db", "pa@ss"},
+		{"postgres://u:pa%40ss@h/db", "pa%40ss"},
+		{"host=h password='it''s long' user=u", "it''s long"},
+		{"host=h password=plain user=u", "plain"},
+		{"postgres://u@h/db?password=qpw&sslmode=disable", "qpw"},
+	}
+	for _, tc := range cases {
+		if got := DSN(tc.dsn).String(); strings.Contains(got, tc.secret) {
+			t.Errorf("DSN(%q).String() = %q still has the password", tc.dsn, got)
+		}
+		if got := Redact("failed: "+tc.dsn, tc.dsn); strings.Contains(got, tc.secret) {
+			t.Errorf("Redact kept %q in %q", tc.secret, got)
+		}
+	}
+	if got := DSN("postgres://u:pw@h:5433/db").Host(); got != "h:5433" {
+		t.Errorf("Host() = %q", got)
+	}
+}
