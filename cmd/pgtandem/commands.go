@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
 	"io"
 	"os"
 	"os/signal"
@@ -75,18 +77,37 @@ func (d *direction) check(a *app, withTo bool) error {
 
 func newPg2brokerCmd(a *app) *cobra.Command {
 	var d direction
+	var createSlot bool
+	var metricsListen string
 	cmd := &cobra.Command{
 		Use:   "pg2broker --from CLUSTER",
 		Short: "Capture a cluster's committed changes into its Pulsar topic (long-running)",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := d.check(a, false); err != nil {
 				return err
 			}
-			return &errNotImplemented{"pg2broker", "issue 4"}
+			cl, _ := a.cfg.Cluster(d.from)
+			token, err := pulsarToken(a.cfg.Pulsar)
+			if err != nil {
+				return err
+			}
+			cfg := pg2broker.DefaultConfig()
+			cfg.Cluster = d.from
+			cfg.DSN = cl.DSN.ConnString()
+			cfg.Topic = cl.Topic
+			cfg.TopicPrefix = a.cfg.Pulsar.TopicPrefix
+			cfg.PulsarURL = a.cfg.Pulsar.URL
+			cfg.PulsarToken = token
+			cfg.CreateSlot = createSlot
+			return runService(cmd.Context(), a, "pgtandem/pg2broker", metricsListen, func(tel *telemetry.Telemetry) (service, error) {
+				return pg2broker.New(cfg, a.log, tel)
+			})
 		},
 	}
 	d.flags(cmd, false)
+	cmd.Flags().BoolVar(&createSlot, "create-slot", false, "create the publication and slot when missing (pgtandem init normally does)")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address for /metrics, /healthz and /readyz, e.g. :9187 (off when empty)")
 	return cmd
 }
 

@@ -1,0 +1,509 @@
+package pg2broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+)
+
+// Service is one capture: a source cluster's slot streamed into its topic.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	tel     *telemetry.Telemetry
+	metrics *metrics
+
+	// state is what /readyz and the logs tell: "streaming" is ready,
+	// anything else is not.
+	state   atomic.Pointer[string]
+	tracker atomic.Pointer[ackTracker]
+	lagByte atomic.Int64
+}
+
+// New checks cfg and prepares the service; nothing connects until Run.
+func New(cfg Config, log *slog.Logger, tel *telemetry.Telemetry) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log.With("cluster", cfg.Cluster), tel: tel}
+	s.setState("starting")
+	m, err := newMetrics(tel.Meter, s)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+func (s *Service) setState(state string) { s.state.Store(&state) }
+
+// Ready reports nil while changes are being streamed.
+func (s *Service) Ready() error {
+	if st := *s.state.Load(); st != "streaming" {
+		return errors.New(st)
+	}
+	return nil
+}
+
+// Run streams until ctx ends (then it flushes, confirms and returns nil) or
+// a fatal error stops it. Transient failures (a server or the broker
+// unreachable, a connection cut) are retried with backoff from the last
+// confirmed position, which never passes data the broker does not hold.
+func (s *Service) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		started := time.Now()
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			s.setState("stopped")
+			return nil
+		}
+		if err == nil {
+			return nil
+		}
+		if IsFatal(err) {
+			s.setState("failed: " + err.Error())
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		s.setState("retrying: " + err.Error())
+		s.log.Warn("capture interrupted; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			s.setState("stopped")
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, s.cfg.RetryMax)
+	}
+}
+
+// session runs one connected attempt: preflight, slot ownership, producer,
+// resume point, stream.
+func (s *Service) session(ctx context.Context) error {
+	s.setState("connecting")
+	conn, err := pgx.Connect(ctx, s.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.Background())
+
+	src, err := preflight(ctx, conn, s.cfg)
+	if err != nil {
+		return err
+	}
+	topic := s.cfg.Topic
+	if topic == "" {
+		topic = s.cfg.TopicPrefix + "-pg" + strconv.Itoa(src.major)
+	}
+	slot := SlotName(s.cfg.Cluster)
+	log := s.log.With("slot", slot, "topic", topic)
+	if err := s.waitSlotFree(ctx, conn, slot, log); err != nil {
+		return err
+	}
+
+	client, err := pulsarclient.New(pulsarclient.Options{URL: s.cfg.PulsarURL, Token: s.cfg.PulsarToken, Log: s.log, Registerer: s.tel.Registry})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	producer, err := client.CreateProducer(pulsar.ProducerOptions{
+		Topic: topic,
+		Name:  ProducerName(s.cfg.Cluster),
+		// Never time a message out: a failed message followed by a
+		// delivered one would leave a gap that the topic's tail hides.
+		SendTimeout:             -1,
+		MaxPendingMessages:      s.cfg.MaxInFlight,
+		BatchingMaxPublishDelay: 2 * time.Millisecond,
+		BatchingMaxMessages:     2000,
+		BatchingMaxSize:         1 << 20,
+		CompressionType:         pulsar.LZ4,
+	})
+	if err != nil {
+		return fmt.Errorf("create producer %s on %s: %w", ProducerName(s.cfg.Cluster), topic, err)
+	}
+	defer producer.Close()
+
+	tail, err := readTail(ctx, client, topic)
+	if err != nil {
+		return err
+	}
+	if tail != nil && tail.system != "" && tail.system != src.systemID {
+		return &TopicMismatchError{Topic: topic, TopicSystem: tail.system, SourceSystem: src.systemID}
+	}
+
+	repl, err := replicationConn(ctx, s.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.Background())
+	err = pglogrepl.StartReplication(ctx, repl, slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(src.major)})
+	if err != nil {
+		return slotErr(slot, fmt.Errorf("start replication from slot %s: %w", slot, err))
+	}
+	tracker := newAckTracker(src.confirmed)
+	s.tracker.Store(tracker)
+	st := &stream{
+		svc: s, log: log, topic: topic, system: src.systemID, conn: conn, repl: repl, producer: producer,
+		tracker: tracker, resume: newResume(tail), dec: newDecoder(typeNamer(conn), OriginPrefix),
+	}
+	log.Info("streaming", "from", src.confirmed, "pg_major", src.major, "resume_after", tail)
+	s.setState("streaming")
+	return st.run(ctx)
+}
+
+// waitSlotFree waits while another process streams from the slot: a second
+// replica is a standby that takes over when the active one goes away.
+func (s *Service) waitSlotFree(ctx context.Context, conn *pgx.Conn, slot string, log *slog.Logger) error {
+	announced := false
+	for {
+		var pid *int32
+		err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &SlotError{Slot: slot, Reason: "disappeared while waiting for it"}
+		}
+		if err != nil {
+			return fmt.Errorf("read slot %s: %w", slot, err)
+		}
+		if pid == nil {
+			return nil
+		}
+		if !announced {
+			log.Info("slot is in use by another capture; waiting as standby", "active_pid", *pid)
+			announced = true
+		}
+		s.setState(fmt.Sprintf("standby: slot %s is active for pid %d", slot, *pid))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse source DSN: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection to source: %w", err)
+	}
+	return conn, nil
+}
+
+// pluginArgs asks each major for the newest pgoutput protocol it speaks
+// (without streaming of in-progress transactions: events are published in
+// commit order), for logical messages where supported, and on 16+ for
+// transactions without a replication origin only.
+func pluginArgs(major int) []string {
+	proto := 1
+	switch {
+	case major >= 16:
+		proto = 4
+	case major == 15:
+		proto = 3
+	case major == 14:
+		proto = 2
+	}
+	args := []string{fmt.Sprintf("proto_version '%d'", proto), "publication_names '" + PublicationName + "'"}
+	if major >= 14 {
+		args = append(args, "messages 'true'")
+	}
+	if major >= 16 {
+		args = append(args, "origin 'none'")
+	}
+	return args
+}
+
+// slotErr turns the server's answers about a missing or invalidated slot
+// into a fatal *SlotError; anything else stays retryable.
+func slotErr(slot string, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code == "42704":
+		return &SlotError{Slot: slot, Reason: "was dropped: " + pgErr.Message}
+	case pgErr.Code == "55000" && (strings.Contains(pgErr.Message, "invalidated") || strings.Contains(pgErr.Message, "can no longer")):
+		return &SlotError{Slot: slot, Reason: "is invalidated: " + pgErr.Message}
+	}
+	return err
+}
+
+// tail is the last message of the topic: where a restarted capture resumes.
+type tail struct {
+	lsn    event.LSN
+	seq    int
+	system string
+}
+
+func (t *tail) String() string {
+	if t == nil {
+		return "empty topic"
+	}
+	return fmt.Sprintf("lsn %s seq %d", t.lsn, t.seq)
+}
+
+// readTail reads the topic's last message. The topic, not the slot, is the
+// record of what was published: the slot's confirmed position may lag it.
+func readTail(ctx context.Context, client pulsar.Client, topic string) (*tail, error) {
+	reader, err := client.CreateReader(pulsar.ReaderOptions{
+		Topic:                   topic,
+		StartMessageID:          pulsar.LatestMessageID(),
+		StartMessageIDInclusive: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the last message of %s: %w", topic, err)
+	}
+	defer reader.Close()
+	if !reader.HasNext() {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	msg, err := reader.Next(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the last message of %s: %w", topic, err)
+	}
+	props := msg.Properties()
+	var t tail
+	var lsn pglogrepl.LSN
+	if lsn, err = pglogrepl.ParseLSN(props[event.PropLSN]); err != nil {
+		return nil, fmt.Errorf("last message %s of %s has no valid %s property (not a pgtandem topic?): %w", msg.ID(), topic, event.PropLSN, err)
+	}
+	t.lsn = event.LSN(lsn)
+	if t.seq, err = strconv.Atoi(props[event.PropSeq]); err != nil {
+		return nil, fmt.Errorf("last message %s of %s has no valid %s property: %w", msg.ID(), topic, event.PropSeq, err)
+	}
+	t.system = props[event.PropSystem]
+	return &t, nil
+}
+
+// resume drops the messages a previous run already published: every
+// transaction that committed before the tail's, and the tail transaction's
+// messages up to the tail's seq.
+type resume struct {
+	tail *tail
+}
+
+func newResume(t *tail) *resume { return &resume{tail: t} }
+
+func (r *resume) published(ev *event.Event) bool {
+	if r.tail == nil {
+		return false
+	}
+	if ev.LSN < r.tail.lsn || (ev.LSN == r.tail.lsn && ev.Seq <= r.tail.seq) {
+		return true
+	}
+	if ev.LSN > r.tail.lsn {
+		r.tail = nil
+	}
+	return false
+}
+
+// stream is the reading loop of one session.
+type stream struct {
+	svc      *Service
+	log      *slog.Logger
+	topic    string
+	system   string
+	conn     *pgx.Conn
+	repl     *pgconn.PgConn
+	producer pulsar.Producer
+	tracker  *ackTracker
+	resume   *resume
+	dec      *decoder
+}
+
+func (st *stream) run(ctx context.Context) error {
+	interval := st.svc.cfg.StatusInterval
+	nextStatus := time.Now().Add(interval)
+	nextLag := time.Now()
+	for {
+		if ctx.Err() != nil {
+			return st.stop()
+		}
+		if _, err := st.tracker.position(); err != nil {
+			return err
+		}
+		if now := time.Now(); !now.Before(nextStatus) {
+			if err := st.sendStatus(); err != nil {
+				return err
+			}
+			nextStatus = now.Add(interval)
+			if !now.Before(nextLag) {
+				st.measureLag(ctx)
+				nextLag = now.Add(5 * time.Second)
+			}
+		}
+		recvCtx, cancel := context.WithDeadline(ctx, nextStatus)
+		raw, err := st.repl.ReceiveMessage(recvCtx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return st.stop()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return slotErr(SlotName(st.svc.cfg.Cluster), fmt.Errorf("receive from slot: %w", err))
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.CopyData:
+			if err := st.handle(ctx, msg.Data, &nextStatus); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return slotErr(SlotName(st.svc.cfg.Cluster), pgconn.ErrorResponseToPgError(msg))
+		}
+	}
+}
+
+func (st *stream) handle(ctx context.Context, data []byte, nextStatus *time.Time) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return &ProtocolError{Reason: "keepalive: " + err.Error()}
+		}
+		st.tracker.idleAdvance(pkm.ServerWALEnd, st.dec.begin != nil)
+		if pkm.ReplyRequested {
+			*nextStatus = time.Time{}
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return &ProtocolError{Reason: "XLogData: " + err.Error()}
+		}
+		events, err := st.dec.decode(ctx, xld.WALStart, xld.WALData)
+		if err != nil {
+			return err
+		}
+		for _, ev := range events {
+			if err := st.publish(ev); err != nil {
+				return err
+			}
+		}
+		if end, ok := st.dec.takeSkipped(); ok {
+			st.tracker.txnEnd(end, time.Time{})
+		}
+	}
+	return nil
+}
+
+// publish hands one event to the producer; the acknowledgement arrives on
+// the client's goroutine and feeds the tracker.
+func (st *stream) publish(ev *event.Event) error {
+	if st.resume.published(ev) {
+		if ev.Kind == event.KindCommit {
+			st.tracker.txnEnd(pglogrepl.LSN(ev.EndLSN), time.Time{})
+		}
+		return nil
+	}
+	payload, err := event.Marshal(ev)
+	if err != nil {
+		return &ProtocolError{LSN: pglogrepl.LSN(ev.LSN), Reason: "encode event: " + err.Error()}
+	}
+	props := ev.Properties()
+	props[event.PropSystem] = st.system
+	n := st.tracker.sent()
+	sentAt := time.Now()
+	m := st.svc.metrics
+	// Sends are not tied to the service's context: on shutdown the messages
+	// already read are still delivered, then confirmed.
+	st.producer.SendAsync(context.Background(), &pulsar.ProducerMessage{
+		Payload:    payload,
+		Key:        ev.Key(),
+		Properties: props,
+		EventTime:  ev.CommitTime,
+	}, func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+		if err != nil {
+			err = &PublishError{Topic: st.topic, LSN: ev.LSN.String(), Seq: ev.Seq, Err: err}
+		} else {
+			m.published(ev, len(payload), time.Since(sentAt))
+		}
+		st.tracker.ack(n, err)
+	})
+	if ev.Kind == event.KindCommit {
+		st.tracker.txnEnd(pglogrepl.LSN(ev.EndLSN), ev.CommitTime)
+	}
+	return nil
+}
+
+// sendStatus reports the confirmed position, explicitly as write, flush and
+// apply position: pglogrepl would copy the write position into a zero flush
+// position and so confirm what the broker does not hold.
+func (st *stream) sendStatus() error {
+	pos, err := st.tracker.position()
+	if err != nil {
+		return err
+	}
+	if pos == 0 {
+		return nil
+	}
+	err = pglogrepl.SendStandbyStatusUpdate(context.Background(), st.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos,
+		WALFlushPosition: pos,
+		WALApplyPosition: pos,
+	})
+	if err != nil {
+		return fmt.Errorf("send status update: %w", err)
+	}
+	return nil
+}
+
+func (st *stream) measureLag(ctx context.Context) {
+	var current pglogrepl.LSN
+	var text string
+	if err := st.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&text); err != nil {
+		return
+	}
+	current, _ = pglogrepl.ParseLSN(text)
+	pos, _ := st.tracker.position()
+	if current > pos {
+		st.svc.lagByte.Store(int64(current - pos))
+	} else {
+		st.svc.lagByte.Store(0)
+	}
+}
+
+// stop ends a session on request: stop reading, let the broker acknowledge
+// what was sent, confirm it, and return nil.
+func (st *stream) stop() error {
+	st.svc.setState("stopping")
+	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.producer.FlushWithCtx(flushCtx); err != nil {
+		st.log.Warn("flush on shutdown", "err", err)
+	}
+	if err := st.sendStatus(); err != nil {
+		return err
+	}
+	pos, _ := st.tracker.position()
+	st.log.Info("stopped", "confirmed", pos)
+	return nil
+}

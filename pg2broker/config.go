@@ -1,0 +1,86 @@
+package pg2broker
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Config is what one capture service needs. Build it with the values of
+// internal/config and check it with Validate.
+type Config struct {
+	// Cluster is the source cluster's name in the configuration; the slot
+	// (pgtandem_<cluster>) and the producer are named after it.
+	Cluster string
+	// DSN connects to the source database (a replication connection is
+	// derived from it).
+	DSN string
+	// Topic is the full topic name, or empty to derive it as
+	// TopicPrefix-pg<major> once the server's major is known.
+	Topic       string
+	TopicPrefix string
+	// PulsarURL and PulsarToken reach the broker.
+	PulsarURL   string
+	PulsarToken string
+	// CreateSlot creates the publication and slot when missing, for users
+	// who synchronise the target some other way than `pgtandem init`.
+	CreateSlot bool
+	// MaxInFlight bounds the messages sent but not yet acknowledged by the
+	// broker; when it is reached, reading from the slot pauses.
+	MaxInFlight int
+	// StatusInterval is how often the confirmed position is reported to
+	// PostgreSQL.
+	StatusInterval time.Duration
+	// RetryMax caps the backoff between attempts after a transient failure.
+	RetryMax time.Duration
+}
+
+// DefaultConfig returns the tuning defaults; identity fields are left empty.
+func DefaultConfig() Config {
+	return Config{
+		MaxInFlight:    20000,
+		StatusInterval: time.Second,
+		RetryMax:       30 * time.Second,
+	}
+}
+
+var clusterName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// Validate checks the configuration without connecting anywhere.
+func (c Config) Validate() error {
+	var errs []error
+	if !clusterName.MatchString(c.Cluster) {
+		errs = append(errs, fmt.Errorf("pg2broker: cluster name %q must match %s", c.Cluster, clusterName))
+	}
+	if c.DSN == "" {
+		errs = append(errs, errors.New("pg2broker: DSN is empty"))
+	}
+	if c.Topic == "" && c.TopicPrefix == "" {
+		errs = append(errs, errors.New("pg2broker: neither a topic nor a topic prefix is set"))
+	}
+	if c.PulsarURL == "" {
+		errs = append(errs, errors.New("pg2broker: Pulsar URL is empty"))
+	}
+	if c.MaxInFlight < 1 {
+		errs = append(errs, fmt.Errorf("pg2broker: MaxInFlight %d must be positive", c.MaxInFlight))
+	}
+	if c.StatusInterval <= 0 || c.RetryMax <= 0 {
+		errs = append(errs, errors.New("pg2broker: StatusInterval and RetryMax must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// SlotName is the logical replication slot of a cluster.
+func SlotName(cluster string) string { return "pgtandem_" + cluster }
+
+// PublicationName is the publication every pgtandem slot decodes.
+const PublicationName = "pgtandem"
+
+// OriginPrefix starts the name of every replication origin broker2pg uses;
+// transactions carrying such an origin are never captured.
+const OriginPrefix = "pgtandem_"
+
+// ProducerName is the name of the cluster's producer: one per topic, so the
+// broker refuses a second active capture and deduplicates resends.
+func ProducerName(cluster string) string { return "pgtandem-" + cluster }

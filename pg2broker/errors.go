@@ -1,0 +1,93 @@
+package pg2broker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// PreflightError is a condition of the source that makes capture impossible
+// or unsafe; Fix says what to run.
+type PreflightError struct {
+	Check  string
+	Detail string
+	Fix    string
+}
+
+func (e *PreflightError) Error() string {
+	msg := "preflight " + e.Check + ": " + e.Detail
+	if e.Fix != "" {
+		msg += "\n  fix: " + e.Fix
+	}
+	return msg
+}
+
+// ReplicaIdentityError lists the tables whose UPDATE and DELETE cannot be
+// captured: no primary key and REPLICA IDENTITY DEFAULT, or NOTHING. A FOR
+// ALL TABLES publication would make those statements fail on the primary, so
+// it is never created while this error stands.
+type ReplicaIdentityError struct {
+	Tables []string // quoted schema.table
+}
+
+func (e *ReplicaIdentityError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "preflight replica identity: %d table(s) have no primary key and REPLICA IDENTITY DEFAULT or NOTHING; their UPDATE and DELETE cannot be replicated:", len(e.Tables))
+	for _, t := range e.Tables {
+		fmt.Fprintf(&b, "\n  ALTER TABLE %s REPLICA IDENTITY FULL;", t)
+	}
+	b.WriteString("\n  (or add a primary key, or REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns)")
+	return b.String()
+}
+
+// SlotError reports a replication slot that is missing, invalidated or not
+// ours. pg2broker never recreates a slot: a new slot starts at the present and
+// everything between the old position and now would be lost silently.
+type SlotError struct {
+	Slot   string
+	Reason string
+}
+
+func (e *SlotError) Error() string {
+	return fmt.Sprintf("replication slot %q: %s", e.Slot, e.Reason)
+}
+
+// TopicMismatchError reports a topic whose last message was not written from
+// this source system, so resuming into it would mix two histories.
+type TopicMismatchError struct {
+	Topic        string
+	TopicSystem  string
+	SourceSystem string
+}
+
+func (e *TopicMismatchError) Error() string {
+	return fmt.Sprintf("topic %s holds changes of system %s, but the source is system %s: use another topic (clusters.<name>.topic) or clear this one",
+		e.Topic, e.TopicSystem, e.SourceSystem)
+}
+
+// PublishError reports a message the broker refused or could not take.
+type PublishError struct {
+	Topic string
+	LSN   string
+	Seq   int
+	Err   error
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("publish to %s of the message at lsn %s seq %d: %v", e.Topic, e.LSN, e.Seq, e.Err)
+}
+
+func (e *PublishError) Unwrap() error { return e.Err }
+
+// IsFatal reports whether err must stop the service instead of being retried:
+// retrying cannot fix a misconfigured source, a lost slot or a foreign topic.
+func IsFatal(err error) bool {
+	var (
+		pe *PreflightError
+		ri *ReplicaIdentityError
+		se *SlotError
+		tm *TopicMismatchError
+		pr *ProtocolError
+	)
+	return errors.As(err, &pe) || errors.As(err, &ri) || errors.As(err, &se) || errors.As(err, &tm) || errors.As(err, &pr)
+}

@@ -1,0 +1,161 @@
+package pg2broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+)
+
+// minMajor is the oldest PostgreSQL whose pgoutput has what capture needs.
+const minMajor = 11
+
+// source is what preflight learned about the source cluster.
+type source struct {
+	major    int
+	systemID string
+	database string
+	// confirmed is the slot's confirmed_flush_lsn: where streaming resumes.
+	confirmed pglogrepl.LSN
+}
+
+// preflight checks everything capture depends on, in the order that makes
+// the first failure the most useful, and creates publication and slot when
+// cfg.CreateSlot asks for it.
+func preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (source, error) {
+	var src source
+	var versionNum int
+	var walLevel, encoding string
+	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
+		current_setting('server_encoding'), (SELECT system_identifier::text FROM pg_control_system()), current_database()`).
+		Scan(&versionNum, &walLevel, &encoding, &src.systemID, &src.database)
+	if err != nil {
+		return src, fmt.Errorf("preflight: read server settings: %w", err)
+	}
+	src.major = versionNum / 10000
+	if src.major < minMajor {
+		return src, &PreflightError{Check: "version", Detail: fmt.Sprintf("PostgreSQL %d is older than %d", src.major, minMajor)}
+	}
+	if walLevel != "logical" {
+		return src, &PreflightError{Check: "wal_level", Detail: fmt.Sprintf("wal_level is %q, logical decoding needs logical",
+			walLevel), Fix: "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"}
+	}
+	if encoding != "UTF8" {
+		return src, &PreflightError{Check: "encoding", Detail: fmt.Sprintf("server_encoding is %s; events carry text values as UTF-8 JSON, so only UTF8 databases are captured losslessly", encoding)}
+	}
+	if err := checkReplicaIdentity(ctx, conn); err != nil {
+		return src, err
+	}
+	if err := ensurePublication(ctx, conn, src.major, cfg.CreateSlot); err != nil {
+		return src, err
+	}
+	src.confirmed, err = ensureSlot(ctx, conn, src, SlotName(cfg.Cluster), cfg.CreateSlot)
+	return src, err
+}
+
+// checkReplicaIdentity lists every table whose UPDATE/DELETE a FOR ALL
+// TABLES publication could not replicate.
+func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, `
+		SELECT format('%I.%I', n.nspname, c.relname)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+		  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'
+		  AND (c.relreplident = 'n'
+		       OR (c.relreplident = 'd' AND NOT EXISTS (
+		             SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+		ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("preflight: list tables without replica identity: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("preflight: list tables without replica identity: %w", err)
+	}
+	if len(tables) > 0 {
+		return &ReplicaIdentityError{Tables: tables}
+	}
+	return nil
+}
+
+func ensurePublication(ctx context.Context, conn *pgx.Conn, major int, create bool) error {
+	var exists, allTables bool
+	err := conn.QueryRow(ctx, `SELECT true, puballtables FROM pg_publication WHERE pubname = $1`, PublicationName).Scan(&exists, &allTables)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("preflight: read publication %s: %w", PublicationName, err)
+	}
+	if exists {
+		if !allTables {
+			return &PreflightError{Check: "publication", Detail: fmt.Sprintf("publication %s is not FOR ALL TABLES, so new tables would be missed", PublicationName),
+				Fix: fmt.Sprintf("DROP PUBLICATION %s; then pgtandem init (or pg2broker --create-slot)", PublicationName)}
+		}
+		return nil
+	}
+	if !create {
+		return &PreflightError{Check: "publication", Detail: fmt.Sprintf("publication %s does not exist", PublicationName),
+			Fix: "run pgtandem init, or start pg2broker with --create-slot"}
+	}
+	// Created before the slot: pgoutput reads publications with the slot's
+	// historic snapshot and would not see a newer one.
+	sql := "CREATE PUBLICATION " + PublicationName + " FOR ALL TABLES"
+	if major >= 13 {
+		sql += " WITH (publish_via_partition_root = true)"
+	}
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("preflight: create publication %s: %w", PublicationName, err)
+	}
+	return nil
+}
+
+func ensureSlot(ctx context.Context, conn *pgx.Conn, src source, slot string, create bool) (pglogrepl.LSN, error) {
+	status := "NULL::text"
+	if src.major >= 13 {
+		status = "wal_status"
+	}
+	var plugin, database, walStatus *string
+	var confirmed *string
+	err := conn.QueryRow(ctx, `SELECT plugin, database, `+status+`, confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &database, &walStatus, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if !create {
+			return 0, &SlotError{Slot: slot, Reason: "does not exist: run pgtandem init, or start pg2broker with --create-slot (a slot is never recreated silently: changes made while it was missing would be lost)"}
+		}
+		if err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&confirmed); err != nil {
+			return 0, fmt.Errorf("preflight: create slot %s: %w", slot, err)
+		}
+		return pglogrepl.ParseLSN(*confirmed)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("preflight: read slot %s: %w", slot, err)
+	}
+	switch {
+	case plugin == nil || *plugin != "pgoutput":
+		return 0, &SlotError{Slot: slot, Reason: fmt.Sprintf("is not a pgoutput logical slot (plugin %s)", deref(plugin))}
+	case database == nil || *database != src.database:
+		return 0, &SlotError{Slot: slot, Reason: fmt.Sprintf("belongs to database %s, not %s", deref(database), src.database)}
+	case walStatus != nil && *walStatus == "lost":
+		return 0, &SlotError{Slot: slot, Reason: "is invalidated (wal_status lost): PostgreSQL removed WAL it still needed; the target must be synchronised again with pgtandem init"}
+	case confirmed == nil:
+		return 0, &SlotError{Slot: slot, Reason: "has no confirmed position"}
+	}
+	return pglogrepl.ParseLSN(*confirmed)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "none"
+	}
+	return *s
+}
+
+// typeNamer names column types with format_type, as the event format
+// documents.
+func typeNamer(conn *pgx.Conn) TypeNamer {
+	return func(ctx context.Context, oid uint32, typmod int32) (string, error) {
+		var name string
+		err := conn.QueryRow(ctx, `SELECT format_type($1::oid, $2::int)`, oid, typmod).Scan(&name)
+		return name, err
+	}
+}
