@@ -1,0 +1,314 @@
+package broker_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	plog "github.com/apache/pulsar-client-go/pulsar/log"
+
+	"github.com/pgtandem/pgtandem/internal/broker"
+	"github.com/pgtandem/pgtandem/internal/brokertest"
+)
+
+// childEnv switches the test binary into running a broker, so that a test
+// can kill -9 a real broker process.
+const childEnv = "PGTANDEM_BROKER_TEST_CHILD_DATA_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		os.Exit(runChildBroker(dir))
+	}
+	os.Exit(m.Run())
+}
+
+func runChildBroker(dir string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg := broker.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = dir
+	s, err := broker.New(cfg, brokertest.Logger())
+	if err == nil {
+		err = s.Start()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child broker:", err)
+		return 1
+	}
+	fmt.Printf("LISTENING %s\n", s.Addr())
+	<-ctx.Done()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "child broker:", err)
+		return 1
+	}
+	return 0
+}
+
+// startChildBroker runs a broker on dir in a child process and returns its
+// service URL and the process.
+func startChildBroker(t *testing.T, dir string) (string, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("child broker did not start: %v", err)
+	}
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "LISTENING ")
+	if !ok {
+		t.Fatalf("child broker said %q", line)
+	}
+	return "pulsar://" + addr, cmd
+}
+
+func TestDedupOfResentSequenceIDs(t *testing.T) {
+	b := brokertest.Start(t)
+	c := newClient(t, b.URL())
+	opts := pulsar.ProducerOptions{Topic: "dedup", Name: "pg2broker-1", DisableBatching: true}
+	send := func(p pulsar.Producer, seqs ...int64) {
+		t.Helper()
+		for _, seq := range seqs {
+			if _, err := p.Send(context.Background(), &pulsar.ProducerMessage{Payload: []byte(fmt.Sprintf("seq-%d", seq)), SequenceID: &seq}); err != nil {
+				t.Fatalf("send seq %d: %v", seq, err)
+			}
+		}
+	}
+	first, err := c.CreateProducer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(first, 0, 1, 2, 3, 4)
+	first.Close()
+
+	second, err := c.CreateProducer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := second.LastSequenceID(); got != 4 {
+		t.Fatalf("reconnected producer's last sequence id is %d, want 4", got)
+	}
+	send(second, 3, 4, 5) // 3 and 4 are resends
+	second.Close()
+
+	b.Restart()
+	third := newProducer(t, c, opts)
+	if got := third.LastSequenceID(); got != 5 {
+		t.Fatalf("after restart the producer's last sequence id is %d, want 5", got)
+	}
+	send(third, 5, 6)
+
+	r, err := c.CreateReader(pulsar.ReaderOptions{Topic: "dedup", StartMessageID: pulsar.EarliestMessageID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for r.HasNext() {
+		m, err := r.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(m.Payload()))
+	}
+	equalStrings(t, got, []string{"seq-0", "seq-1", "seq-2", "seq-3", "seq-4", "seq-5", "seq-6"})
+}
+
+func TestRestartKeepsDataAndCursors(t *testing.T) {
+	b := brokertest.Start(t)
+	c := newClient(t, b.URL())
+	p := newProducer(t, c, pulsar.ProducerOptions{Topic: "restart", DisableBatching: true})
+	cons, err := c.Subscribe(pulsar.ConsumerOptions{Topic: "restart", SubscriptionName: "s", AckWithResponse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendN(t, p, 0, 10)
+	receiveN(t, cons, 4, true)
+	cons.Close()
+
+	b.Restart()
+	// The producer created before the restart reconnects by itself.
+	sendN(t, p, 10, 2)
+	again := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "restart", SubscriptionName: "s"})
+	equalStrings(t, receiveN(t, again, 8, true), payloads(4, 8))
+	fresh := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "restart", SubscriptionName: "from-start", SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest})
+	equalStrings(t, receiveN(t, fresh, 12, true), payloads(0, 12))
+}
+
+func TestTornRecordAtLogEndIsCutOff(t *testing.T) {
+	b := brokertest.Start(t)
+	c := newClient(t, b.URL())
+	p := newProducer(t, c, pulsar.ProducerOptions{Topic: "torn", DisableBatching: true})
+	sendN(t, p, 0, 5)
+	p.Close()
+	b.Stop()
+
+	segs, err := filepath.Glob(filepath.Join(b.DataDir(), "persistent", "public", "default", "torn", "*.log"))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments: %v, %v", segs, err)
+	}
+	f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A record header promising 4 KiB followed by only a few bytes: what a
+	// crash in the middle of a write leaves behind.
+	if _, err := f.Write([]byte{0, 0, 16, 0, 1, 2, 3, 4, 5, 6, 7}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	b2 := brokertest.Start(t, brokertest.WithDataDir(b.DataDir()))
+	c2 := newClient(t, b2.URL())
+	p2 := newProducer(t, c2, pulsar.ProducerOptions{Topic: "torn", DisableBatching: true})
+	sendN(t, p2, 5, 1)
+	cons := newConsumer(t, c2, pulsar.ConsumerOptions{Topic: "torn", SubscriptionName: "s", SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest})
+	equalStrings(t, receiveN(t, cons, 6, true), payloads(0, 6))
+}
+
+// TestKill9LosesNoAcknowledgedMessage kills a broker process with SIGKILL
+// while producers send and a consumer acknowledges, restarts it on the same
+// data, and checks that every acknowledged send is there and no
+// acknowledged message comes back.
+func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
+	dir := t.TempDir()
+	url, child := startChildBroker(t, dir)
+	c, err := pulsar.NewClient(pulsar.ClientOptions{URL: url, OperationTimeout: 5 * time.Second, Logger: plog.DefaultNopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := c.Subscribe(pulsar.ConsumerOptions{Topic: "kill", SubscriptionName: "s", AckWithResponse: true, SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	sent := map[string]bool{}
+	acked := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for k := range 4 {
+		p, err := c.CreateProducer(pulsar.ProducerOptions{Topic: "kill", BatchingMaxPublishDelay: time.Millisecond, SendTimeout: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				payload := fmt.Sprintf("p%d-%d", k, i)
+				p.SendAsync(context.Background(), &pulsar.ProducerMessage{Payload: []byte(payload)}, func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+					if err == nil {
+						mu.Lock()
+						sent[payload] = true
+						mu.Unlock()
+					}
+				})
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			m, err := cons.Receive(ctx)
+			cancel()
+			if err != nil {
+				select {
+				case <-stop:
+					return
+				default:
+					continue
+				}
+			}
+			if cons.Ack(m) == nil {
+				mu.Lock()
+				acked[string(m.Payload())] = true
+				mu.Unlock()
+			}
+		}
+	}()
+	eventually(t, 30*time.Second, "20000 acknowledged sends and 1000 acknowledged receipts", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(sent) >= 20000 && len(acked) >= 1000
+	})
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	close(stop)
+	wg.Wait()
+	c.Close()
+
+	mu.Lock()
+	defer mu.Unlock()
+	url2, _ := startChildBroker(t, dir)
+	c2 := newClient(t, url2)
+	// Every acknowledged send survived.
+	r, err := c2.CreateReader(pulsar.ReaderOptions{Topic: "kill", StartMessageID: pulsar.EarliestMessageID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stored := map[string]bool{}
+	for r.HasNext() {
+		m, err := r.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored[string(m.Payload())] = true
+	}
+	lost := 0
+	for p := range sent {
+		if !stored[p] {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d acknowledged sends are gone after kill -9 (%d stored)", lost, len(sent), len(stored))
+	}
+	// No acknowledged message is delivered again to the durable subscription.
+	cons2 := newConsumer(t, c2, pulsar.ConsumerOptions{Topic: "kill", SubscriptionName: "s", ReceiverQueueSize: 1000})
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		m, err := cons2.Receive(ctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		if acked[string(m.Payload())] {
+			t.Fatalf("acknowledged message %q was delivered again after kill -9", m.Payload())
+		}
+		cons2.Ack(m)
+	}
+	t.Logf("%d sends acknowledged, %d stored, %d receipts acknowledged before kill -9", len(sent), len(stored), len(acked))
+}
