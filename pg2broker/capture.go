@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtandem/pgtandem/internal/event"
-	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 )
 
@@ -30,6 +29,8 @@ type Service struct {
 
 	// state is what /readyz and the logs tell: "streaming" is ready,
 	// anything else is not.
+	pub *publisher
+
 	state   atomic.Pointer[string]
 	tracker atomic.Pointer[ackTracker]
 	lagByte atomic.Int64
@@ -41,6 +42,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Telemetry) (*Service, erro
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: log.With("cluster", cfg.Cluster), tel: tel}
+	s.pub = &publisher{cfg: cfg, log: s.log, reg: tel.Registry}
 	s.setState("starting")
 	m, err := newMetrics(tel.Meter, s)
 	if err != nil {
@@ -65,10 +67,12 @@ func (s *Service) Ready() error {
 // unreachable, a connection cut) are retried with backoff from the last
 // confirmed position, which never passes data the broker does not hold.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.pub.close()
 	backoff := 500 * time.Millisecond
 	for {
 		started := time.Now()
 		err := s.session(ctx)
+		s.afterSession(ctx, err)
 		if ctx.Err() != nil {
 			s.setState("stopped")
 			return nil
@@ -95,6 +99,21 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
+// afterSession leaves the publisher ready for the next session: everything
+// sent is acknowledged (the next session's resume point is read from the
+// topic), or, after a publish error, the producers are recreated.
+func (s *Service) afterSession(ctx context.Context, err error) {
+	var pe *PublishError
+	if errors.As(err, &pe) {
+		s.pub.close()
+		return
+	}
+	if drainErr := s.pub.drain(ctx); drainErr != nil && ctx.Err() == nil {
+		s.log.Warn("could not drain the producer; recreating it", "err", drainErr)
+		s.pub.close()
+	}
+}
+
 // session runs one connected attempt: preflight, slot ownership, producer,
 // resume point, stream.
 func (s *Service) session(ctx context.Context) error {
@@ -115,38 +134,32 @@ func (s *Service) session(ctx context.Context) error {
 	}
 	slot := SlotName(s.cfg.Cluster)
 	log := s.log.With("slot", slot, "topic", topic)
-	if err := s.waitSlotFree(ctx, conn, slot, log); err != nil {
-		return err
+	if !src.slotMissing {
+		if err := s.waitSlotFree(ctx, conn, slot, log); err != nil {
+			return err
+		}
 	}
 
-	client, err := pulsarclient.New(pulsarclient.Options{URL: s.cfg.PulsarURL, Token: s.cfg.PulsarToken, Log: s.log, Registerer: s.tel.Registry})
-	if err != nil {
+	if err := s.pub.open(topic); err != nil {
 		return err
 	}
-	defer client.Close()
-	producer, err := client.CreateProducer(pulsar.ProducerOptions{
-		Topic: topic,
-		Name:  ProducerName(s.cfg.Cluster),
-		// Never time a message out: a failed message followed by a
-		// delivered one would leave a gap that the topic's tail hides.
-		SendTimeout:             -1,
-		MaxPendingMessages:      s.cfg.MaxInFlight,
-		BatchingMaxPublishDelay: 2 * time.Millisecond,
-		BatchingMaxMessages:     2000,
-		BatchingMaxSize:         1 << 20,
-		CompressionType:         pulsar.LZ4,
-	})
-	if err != nil {
-		return fmt.Errorf("create producer %s on %s: %w", ProducerName(s.cfg.Cluster), topic, err)
-	}
-	defer producer.Close()
-
-	tail, err := readTail(ctx, client, topic)
+	tail, err := readTail(ctx, s.pub.client, topic)
 	if err != nil {
 		return err
 	}
 	if tail != nil && tail.system != "" && tail.system != src.systemID {
 		return &TopicMismatchError{Topic: topic, TopicSystem: tail.system, SourceSystem: src.systemID}
+	}
+	if src.slotMissing {
+		if tail != nil {
+			// The topic was fed from a slot that no longer exists: a new slot
+			// would start at the present and skip whatever came between.
+			return &SlotError{Slot: slot, Reason: fmt.Sprintf("does not exist, but topic %s holds changes up to %s: the slot was dropped, and changes since then are lost to this topic; synchronise the target again with pgtandem init and use a new topic", topic, tail.lsn)}
+		}
+		if src.confirmed, err = createSlot(ctx, conn, slot); err != nil {
+			return err
+		}
+		log.Info("created slot", "at", src.confirmed)
 	}
 
 	repl, err := replicationConn(ctx, s.cfg.DSN)
@@ -161,7 +174,7 @@ func (s *Service) session(ctx context.Context) error {
 	tracker := newAckTracker(src.confirmed)
 	s.tracker.Store(tracker)
 	st := &stream{
-		svc: s, log: log, topic: topic, system: src.systemID, conn: conn, repl: repl, producer: producer,
+		svc: s, log: log, topic: topic, system: src.systemID, conn: conn, repl: repl, pub: s.pub,
 		tracker: tracker, resume: newResume(tail), dec: newDecoder(typeNamer(conn), OriginPrefix),
 	}
 	log.Info("streaming", "from", src.confirmed, "pg_major", src.major, "resume_after", tail)
@@ -324,16 +337,16 @@ func (r *resume) published(ev *event.Event) bool {
 
 // stream is the reading loop of one session.
 type stream struct {
-	svc      *Service
-	log      *slog.Logger
-	topic    string
-	system   string
-	conn     *pgx.Conn
-	repl     *pgconn.PgConn
-	producer pulsar.Producer
-	tracker  *ackTracker
-	resume   *resume
-	dec      *decoder
+	svc     *Service
+	log     *slog.Logger
+	topic   string
+	system  string
+	conn    *pgx.Conn
+	repl    *pgconn.PgConn
+	pub     *publisher
+	tracker *ackTracker
+	resume  *resume
+	dec     *decoder
 }
 
 func (st *stream) run(ctx context.Context) error {
@@ -430,28 +443,51 @@ func (st *stream) publish(ev *event.Event) error {
 	}
 	props := ev.Properties()
 	props[event.PropSystem] = st.system
-	n := st.tracker.sent()
-	sentAt := time.Now()
-	m := st.svc.metrics
-	// Sends are not tied to the service's context: on shutdown the messages
-	// already read are still delivered, then confirmed.
-	st.producer.SendAsync(context.Background(), &pulsar.ProducerMessage{
+	msg := &pulsar.ProducerMessage{
 		Payload:    payload,
 		Key:        ev.Key(),
 		Properties: props,
 		EventTime:  ev.CommitTime,
-	}, func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+	}
+	n := st.tracker.sent()
+	sentAt := time.Now()
+	m := st.svc.metrics
+	done := func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 		if err != nil {
 			err = &PublishError{Topic: st.topic, LSN: ev.LSN.String(), Seq: ev.Seq, Err: err}
 		} else {
 			m.published(ev, len(payload), time.Since(sentAt))
 		}
 		st.tracker.ack(n, err)
-	})
+	}
+	if len(payload) > st.svc.cfg.LargeMessage {
+		if err := st.sendLarge(msg, done); err != nil {
+			return err
+		}
+	} else {
+		// Sends are not tied to the service's context: on shutdown the
+		// messages already read are still delivered, then confirmed.
+		st.pub.producer.SendAsync(context.Background(), msg, done)
+	}
 	if ev.Kind == event.KindCommit {
 		st.tracker.txnEnd(pglogrepl.LSN(ev.EndLSN), ev.CommitTime)
 	}
 	return nil
+}
+
+// sendLarge publishes an event too large for one message as chunks. The
+// batching producer is drained first and the chunked send awaited, so that
+// no message overtakes another on the topic.
+func (st *stream) sendLarge(msg *pulsar.ProducerMessage, done func(pulsar.MessageID, *pulsar.ProducerMessage, error)) error {
+	if err := st.pub.drain(context.Background()); err != nil {
+		return err
+	}
+	id, err := st.pub.chunker.Send(context.Background(), msg)
+	done(id, msg, err)
+	if err != nil {
+		_, err = st.tracker.position()
+	}
+	return err
 }
 
 // sendStatus reports the confirmed position, explicitly as write, flush and
@@ -497,7 +533,7 @@ func (st *stream) stop() error {
 	st.svc.setState("stopping")
 	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := st.producer.FlushWithCtx(flushCtx); err != nil {
+	if err := st.pub.drain(flushCtx); err != nil {
 		st.log.Warn("flush on shutdown", "err", err)
 	}
 	if err := st.sendStatus(); err != nil {

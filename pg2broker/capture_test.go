@@ -22,8 +22,13 @@ import (
 	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
+// testLogger logs warnings; PGTANDEM_TEST_LOG=debug shows everything.
 func testLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if os.Getenv("PGTANDEM_TEST_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // capture runs a capture service for the test and returns a stop function

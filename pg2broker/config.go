@@ -29,6 +29,10 @@ type Config struct {
 	// MaxInFlight bounds the messages sent but not yet acknowledged by the
 	// broker; when it is reached, reading from the slot pauses.
 	MaxInFlight int
+	// LargeMessage is the payload size above which an event is published
+	// in chunks; keep it below the broker's maxMessageSize (Pulsar's
+	// default is 5 MiB).
+	LargeMessage int
 	// StatusInterval is how often the confirmed position is reported to
 	// PostgreSQL.
 	StatusInterval time.Duration
@@ -40,6 +44,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxInFlight:    20000,
+		LargeMessage:   4 << 20,
 		StatusInterval: time.Second,
 		RetryMax:       30 * time.Second,
 	}
@@ -64,6 +69,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("pg2broker: MaxInFlight %d must be positive", c.MaxInFlight))
+	}
+	if c.LargeMessage < 1024 {
+		errs = append(errs, fmt.Errorf("pg2broker: LargeMessage %d is below 1 KiB", c.LargeMessage))
 	}
 	if c.StatusInterval <= 0 || c.RetryMax <= 0 {
 		errs = append(errs, errors.New("pg2broker: StatusInterval and RetryMax must be positive"))

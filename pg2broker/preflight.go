@@ -19,6 +19,9 @@ type source struct {
 	database string
 	// confirmed is the slot's confirmed_flush_lsn: where streaming resumes.
 	confirmed pglogrepl.LSN
+	// slotMissing says the slot does not exist yet and may be created
+	// (Config.CreateSlot), once the topic shows it never had one.
+	slotMissing bool
 }
 
 // preflight checks everything capture depends on, in the order that makes
@@ -51,7 +54,7 @@ func preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (source, error) 
 	if err := ensurePublication(ctx, conn, src.major, cfg.CreateSlot); err != nil {
 		return src, err
 	}
-	src.confirmed, err = ensureSlot(ctx, conn, src, SlotName(cfg.Cluster), cfg.CreateSlot)
+	src.confirmed, src.slotMissing, err = readSlot(ctx, conn, src, SlotName(cfg.Cluster), cfg.CreateSlot)
 	return src, err
 }
 
@@ -109,38 +112,46 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, major int, create bo
 	return nil
 }
 
-func ensureSlot(ctx context.Context, conn *pgx.Conn, src source, slot string, create bool) (pglogrepl.LSN, error) {
+// readSlot checks the slot and returns its confirmed position; a missing
+// slot is an error unless it may be created.
+func readSlot(ctx context.Context, conn *pgx.Conn, src source, slot string, mayCreate bool) (pglogrepl.LSN, bool, error) {
 	status := "NULL::text"
 	if src.major >= 13 {
 		status = "wal_status"
 	}
-	var plugin, database, walStatus *string
-	var confirmed *string
+	var plugin, database, walStatus, confirmed *string
 	err := conn.QueryRow(ctx, `SELECT plugin, database, `+status+`, confirmed_flush_lsn::text
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &database, &walStatus, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		if !create {
-			return 0, &SlotError{Slot: slot, Reason: "does not exist: run pgtandem init, or start pg2broker with --create-slot (a slot is never recreated silently: changes made while it was missing would be lost)"}
+		if !mayCreate {
+			return 0, false, &SlotError{Slot: slot, Reason: "does not exist: run pgtandem init, or start pg2broker with --create-slot (a slot is never recreated silently: changes made while it was missing would be lost)"}
 		}
-		if err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&confirmed); err != nil {
-			return 0, fmt.Errorf("preflight: create slot %s: %w", slot, err)
-		}
-		return pglogrepl.ParseLSN(*confirmed)
+		return 0, true, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("preflight: read slot %s: %w", slot, err)
+		return 0, false, fmt.Errorf("preflight: read slot %s: %w", slot, err)
 	}
 	switch {
 	case plugin == nil || *plugin != "pgoutput":
-		return 0, &SlotError{Slot: slot, Reason: fmt.Sprintf("is not a pgoutput logical slot (plugin %s)", deref(plugin))}
+		return 0, false, &SlotError{Slot: slot, Reason: fmt.Sprintf("is not a pgoutput logical slot (plugin %s)", deref(plugin))}
 	case database == nil || *database != src.database:
-		return 0, &SlotError{Slot: slot, Reason: fmt.Sprintf("belongs to database %s, not %s", deref(database), src.database)}
+		return 0, false, &SlotError{Slot: slot, Reason: fmt.Sprintf("belongs to database %s, not %s", deref(database), src.database)}
 	case walStatus != nil && *walStatus == "lost":
-		return 0, &SlotError{Slot: slot, Reason: "is invalidated (wal_status lost): PostgreSQL removed WAL it still needed; the target must be synchronised again with pgtandem init"}
+		return 0, false, &SlotError{Slot: slot, Reason: "is invalidated (wal_status lost): PostgreSQL removed WAL it still needed; the target must be synchronised again with pgtandem init"}
 	case confirmed == nil:
-		return 0, &SlotError{Slot: slot, Reason: "has no confirmed position"}
+		return 0, false, &SlotError{Slot: slot, Reason: "has no confirmed position"}
 	}
-	return pglogrepl.ParseLSN(*confirmed)
+	lsn, err := pglogrepl.ParseLSN(*confirmed)
+	return lsn, false, err
+}
+
+// createSlot creates the slot, which starts at the present.
+func createSlot(ctx context.Context, conn *pgx.Conn, slot string) (pglogrepl.LSN, error) {
+	var lsn string
+	if err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("create slot %s: %w", slot, err)
+	}
+	return pglogrepl.ParseLSN(lsn)
 }
 
 func deref(s *string) string {
