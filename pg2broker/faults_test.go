@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
@@ -23,36 +22,6 @@ const loadSchema = `CREATE TABLE load (txn int, i int, PRIMARY KEY (txn, i))`
 func writeTxn(ctx context.Context, conn *pgx.Conn, txn, rows int) error {
 	_, err := conn.Exec(ctx, `INSERT INTO load SELECT $1, g FROM generate_series(1, $2) g`, txn, rows)
 	return err
-}
-
-// checkLoad asserts that the topic holds each committed load transaction
-// exactly once, complete, in commit order.
-func checkLoad(t *testing.T, txns []eventtest.Txn, rowsOf map[int]int) {
-	t.Helper()
-	seen := map[int]int{}
-	prev := 0
-	for _, tx := range txns {
-		if len(tx.Changes) == 0 || tx.Changes[0].Table != "load" {
-			continue
-		}
-		n, _ := strconv.Atoi(eventtest.Value(tx.Changes[0].New, "txn"))
-		if seen[n] > 0 {
-			t.Fatalf("transaction %d appears twice", n)
-		}
-		if n <= prev {
-			t.Fatalf("transaction %d after %d: out of commit order", n, prev)
-		}
-		prev = n
-		seen[n] = len(tx.Changes)
-	}
-	for n, rows := range rowsOf {
-		if seen[n] != rows {
-			t.Fatalf("transaction %d: %d rows in the topic, %d committed", n, seen[n], rows)
-		}
-	}
-	if len(seen) != len(rowsOf) {
-		t.Fatalf("topic holds %d load transactions, %d were committed", len(seen), len(rowsOf))
-	}
 }
 
 // TestOutages covers FAULTS 9: the broker and then PostgreSQL go away under
@@ -93,7 +62,7 @@ func TestOutages(t *testing.T) {
 	conn = pgtest.Connect(t, srv, "postgres")
 	write(conn, 50)
 	txns := eventtest.ReadTxns(t, b.URL(), topic, len(rowsOf), 2*time.Minute)
-	checkLoad(t, txns, rowsOf)
+	eventtest.CheckLoad(t, txns, "load", rowsOf)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

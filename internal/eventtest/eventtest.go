@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -134,4 +135,39 @@ func Value(row map[string]*string, col string) string {
 		return "<NULL>"
 	}
 	return *v
+}
+
+// CheckLoad asserts that txns hold each committed transaction of a load
+// exactly once, complete and in commit order. The load writes transaction
+// number n as rowsOf[n] rows into table, with n in a column named txn and
+// increasing in commit order.
+func CheckLoad(t testing.TB, txns []Txn, table string, rowsOf map[int]int) {
+	t.Helper()
+	seen := map[int]int{}
+	prev := 0
+	for _, tx := range txns {
+		if len(tx.Changes) == 0 || tx.Changes[0].Table != table {
+			continue
+		}
+		n, err := strconv.Atoi(Value(tx.Changes[0].New, "txn"))
+		if err != nil {
+			t.Fatalf("transaction at %s: txn column %q", tx.Begin.LSN, Value(tx.Changes[0].New, "txn"))
+		}
+		if seen[n] > 0 {
+			t.Fatalf("transaction %d appears twice", n)
+		}
+		if n <= prev {
+			t.Fatalf("transaction %d after %d: out of commit order", n, prev)
+		}
+		prev = n
+		seen[n] = len(tx.Changes)
+	}
+	for n, rows := range rowsOf {
+		if seen[n] != rows {
+			t.Fatalf("transaction %d: %d rows in the topic, %d committed", n, seen[n], rows)
+		}
+	}
+	if len(seen) != len(rowsOf) {
+		t.Fatalf("topic holds %d transactions of %s, %d were committed", len(seen), table, len(rowsOf))
+	}
 }
