@@ -1,6 +1,7 @@
 package pg2broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +54,17 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Telemetry) (*Service, erro
 }
 
 func (s *Service) setState(state string) { s.state.Store(&state) }
+
+// Confirmed returns the position last confirmable to PostgreSQL: every
+// change committed before it is held by the broker.
+func (s *Service) Confirmed() pglogrepl.LSN {
+	t := s.tracker.Load()
+	if t == nil {
+		return 0
+	}
+	pos, _ := t.position()
+	return pos
+}
 
 // Ready reports nil while changes are being streamed.
 func (s *Service) Ready() error {
@@ -349,83 +361,131 @@ type stream struct {
 	dec     *decoder
 }
 
+// walMessage is one message of the replication connection: a CopyData
+// payload (copied out of the connection's buffer) or the error that ended
+// reading.
+type walMessage struct {
+	data []byte
+	err  error
+}
+
+// run reads the slot on a goroutine of its own, so that PostgreSQL's
+// network round trips overlap with decoding and publishing, and handles the
+// messages, status reports and shutdown here.
 func (st *stream) run(ctx context.Context) error {
-	interval := st.svc.cfg.StatusInterval
-	nextStatus := time.Now().Add(interval)
+	msgs := make(chan walMessage, 1024)
+	quit := make(chan struct{})
+	readerDone := make(chan struct{})
+	go st.read(msgs, quit, readerDone)
+	defer func() {
+		close(quit)
+		// Closing the socket ends the reader's blocked receive.
+		_ = st.repl.Conn().Close()
+		<-readerDone
+	}()
+
+	ticker := time.NewTicker(st.svc.cfg.StatusInterval)
+	defer ticker.Stop()
 	nextLag := time.Now()
 	for {
-		if ctx.Err() != nil {
-			return st.stop()
-		}
 		if _, err := st.tracker.position(); err != nil {
 			return err
 		}
-		if now := time.Now(); !now.Before(nextStatus) {
+		select {
+		case <-ctx.Done():
+			return st.stop()
+		case now := <-ticker.C:
 			if err := st.sendStatus(); err != nil {
 				return err
 			}
-			nextStatus = now.Add(interval)
-			if !now.Before(nextLag) {
+			if now.After(nextLag) {
 				st.measureLag(ctx)
 				nextLag = now.Add(5 * time.Second)
 			}
-		}
-		recvCtx, cancel := context.WithDeadline(ctx, nextStatus)
-		raw, err := st.repl.ReceiveMessage(recvCtx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return st.stop()
+		case m := <-msgs:
+			if m.err != nil {
+				if ctx.Err() != nil {
+					return st.stop()
+				}
+				return slotErr(SlotName(st.svc.cfg.Cluster), m.err)
 			}
-			if pgconn.Timeout(err) {
-				continue
-			}
-			return slotErr(SlotName(st.svc.cfg.Cluster), fmt.Errorf("receive from slot: %w", err))
-		}
-		switch msg := raw.(type) {
-		case *pgproto3.CopyData:
-			if err := st.handle(ctx, msg.Data, &nextStatus); err != nil {
+			replyNow, err := st.handle(ctx, m.data)
+			if err != nil {
 				return err
 			}
-		case *pgproto3.ErrorResponse:
-			return slotErr(SlotName(st.svc.cfg.Cluster), pgconn.ErrorResponseToPgError(msg))
+			if replyNow {
+				if err := st.sendStatus(); err != nil {
+					return err
+				}
+			}
 		}
 	}
 }
 
-func (st *stream) handle(ctx context.Context, data []byte, nextStatus *time.Time) error {
+// read receives from the replication connection until it fails or quit
+// closes. Status updates are written concurrently by run: pgconn's reading
+// and writing sides are independent, and only run writes.
+func (st *stream) read(msgs chan<- walMessage, quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	deliver := func(m walMessage) bool {
+		select {
+		case msgs <- m:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	for {
+		raw, err := st.repl.ReceiveMessage(context.Background())
+		if err != nil {
+			deliver(walMessage{err: fmt.Errorf("receive from slot: %w", err)})
+			return
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.CopyData:
+			if !deliver(walMessage{data: bytes.Clone(msg.Data)}) {
+				return
+			}
+		case *pgproto3.ErrorResponse:
+			deliver(walMessage{err: pgconn.ErrorResponseToPgError(msg)})
+			return
+		}
+	}
+}
+
+// handle processes one message of the slot; it reports whether the server
+// asked for a status report right away.
+func (st *stream) handle(ctx context.Context, data []byte) (replyNow bool, err error) {
 	if len(data) == 0 {
-		return nil
+		return false, nil
 	}
 	switch data[0] {
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
 		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
 		if err != nil {
-			return &ProtocolError{Reason: "keepalive: " + err.Error()}
+			return false, &ProtocolError{Reason: "keepalive: " + err.Error()}
 		}
 		st.tracker.idleAdvance(pkm.ServerWALEnd, st.dec.begin != nil)
-		if pkm.ReplyRequested {
-			*nextStatus = time.Time{}
-		}
+		return pkm.ReplyRequested, nil
 	case pglogrepl.XLogDataByteID:
 		xld, err := pglogrepl.ParseXLogData(data[1:])
 		if err != nil {
-			return &ProtocolError{Reason: "XLogData: " + err.Error()}
+			return false, &ProtocolError{Reason: "XLogData: " + err.Error()}
 		}
 		events, err := st.dec.decode(ctx, xld.WALStart, xld.WALData)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, ev := range events {
 			if err := st.publish(ev); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if end, ok := st.dec.takeSkipped(); ok {
 			st.tracker.txnEnd(end, time.Time{})
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // publish hands one event to the producer; the acknowledgement arrives on

@@ -39,6 +39,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("PUT "+tp+"/partitions", s.adminJSON(func(*http.Request) (any, error) {
 		return nil, &httpError{status: http.StatusNotImplemented, reason: "partitioned topics are not supported by the pgtandem broker"}
 	}))
+	mux.HandleFunc("PUT "+tp+"/unload", s.adminJSON(s.adminUnload))
 	mux.HandleFunc("GET "+tp+"/stats", s.adminJSON(s.adminTopicStats))
 	mux.HandleFunc("GET "+tp+"/internalStats", s.adminJSON(s.adminInternalStats))
 	mux.HandleFunc("GET "+tp+"/subscriptions", s.adminJSON(s.adminListSubscriptions))
@@ -152,6 +153,15 @@ func (s *Server) adminCreateTopic(r *http.Request) (any, error) {
 	}
 	_, err = s.topics.get(name, true)
 	return nil, err
+}
+
+func (s *Server) adminUnload(r *http.Request) (any, error) {
+	t, err := s.adminTopic(r)
+	if err != nil {
+		return nil, err
+	}
+	t.unload()
+	return nil, nil
 }
 
 type publisherStatsJSON struct {

@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"regexp"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/pgtandem/pgtandem/internal/broker/store"
 	"github.com/pgtandem/pgtandem/internal/broker/wire"
@@ -24,6 +27,10 @@ const (
 	// (v20, the one pulsar-client-go v0.19 sends).
 	maxProtocolVersion = 20
 	handshakeTimeout   = 30 * time.Second
+	// idleTimeout closes a connection that sent nothing for this long.
+	// Clients ping every 30 s by default, so only a vanished client (whose
+	// unacknowledged messages must go to another consumer) stays silent.
+	idleTimeout = 2 * time.Minute
 )
 
 // Short names for the server errors the broker answers with.
@@ -144,11 +151,19 @@ func (c *conn) writeLoop() {
 func (c *conn) serve() {
 	defer c.cleanup()
 	defer c.close()
+	defer func() {
+		// A bug triggered by one client's input must not take down the
+		// broker and every other client with it.
+		if r := recover(); r != nil {
+			c.log.Error("closing connection after a broker bug", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
 	dec := wire.NewDecoder(c.nc, c.srv.cfg.MaxMessageSize+wire.FramePadding)
 	if !c.handshake(dec) {
 		return
 	}
 	for {
+		_ = c.nc.SetReadDeadline(time.Now().Add(idleTimeout))
 		f, err := dec.Next()
 		if err != nil {
 			c.logReadError(err)
@@ -166,6 +181,8 @@ func (c *conn) logReadError(err error) {
 		c.log.Debug("connection closed")
 	case wire.IsFrameError(err):
 		c.log.Warn("closing connection after a bad frame", "err", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Warn("closing silent connection", "idle_timeout", idleTimeout)
 	default:
 		c.log.Debug("connection read failed", "err", err)
 	}
@@ -217,9 +234,25 @@ func (c *conn) writeNow(cmd *wire.BaseCommand) {
 	_, _ = c.nc.Write(wire.AppendCommand(nil, cmd))
 }
 
+// hasBody reports whether cmd carries the sub-command its type announces.
+// In BaseCommand every sub-command's field number equals its type's value,
+// which lets one check replace a nil test in every handler.
+func hasBody(cmd *wire.BaseCommand) bool {
+	m := cmd.ProtoReflect()
+	fd := m.Descriptor().Fields().ByNumber(protoreflect.FieldNumber(cmd.GetType()))
+	return fd != nil && m.Has(fd)
+}
+
 // handle processes one command and reports whether the connection stays.
 func (c *conn) handle(f *wire.Frame) bool {
 	cmd := f.Cmd
+	switch t := cmd.GetType(); {
+	case t == wire.BaseCommand_PING || t == wire.BaseCommand_PONG:
+		// Their bodies are empty; some clients leave them out.
+	case !hasBody(cmd):
+		c.log.Warn("closing connection after a command without its body", "command", t.String())
+		return false
+	}
 	switch cmd.GetType() {
 	case wire.BaseCommand_PING:
 		c.send(&wire.BaseCommand{Type: wire.BaseCommand_PONG.Enum(), Pong: &wire.CommandPong{}})
@@ -530,16 +563,45 @@ func (c *conn) consumer(id uint64) *consumer {
 	return c.consumers[id]
 }
 
+// requestConsumer returns the consumer a request names, or answers the
+// request with ConsumerNotFound and returns nil.
+func (c *conn) requestConsumer(id, requestID uint64) *consumer {
+	cons := c.consumer(id)
+	if cons == nil {
+		c.sendError(requestID, consumerNotFound(id))
+	}
+	return cons
+}
+
+func consumerNotFound(id uint64) error {
+	return &commandError{code: wire.ServerError_ConsumerNotFound, msg: fmt.Sprintf("no consumer %d on this connection", id)}
+}
+
+// forget removes id from m, one of c's maps, if it still names v: a client
+// may have reused the id for a new registration meanwhile.
+func forget[T comparable](c *conn, m map[uint64]T, id uint64, v T) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m[id] == v {
+		delete(m, id)
+	}
+}
+
 // detachConsumer is the broker closing one of this connection's consumers;
 // the client reconnects it.
 func (c *conn) detachConsumer(cons *consumer) {
-	c.mu.Lock()
-	if c.consumers[cons.id] == cons {
-		delete(c.consumers, cons.id)
-	}
-	c.mu.Unlock()
+	forget(c, c.consumers, cons.id, cons)
 	c.send(&wire.BaseCommand{Type: wire.BaseCommand_CLOSE_CONSUMER.Enum(), CloseConsumer: &wire.CommandCloseConsumer{
 		ConsumerId: proto.Uint64(cons.id), RequestId: proto.Uint64(0),
+	}})
+}
+
+// detachProducer is the broker closing one of this connection's producers;
+// the client reconnects it.
+func (c *conn) detachProducer(p *producer) {
+	forget(c, c.producers, p.id, p)
+	c.send(&wire.BaseCommand{Type: wire.BaseCommand_CLOSE_PRODUCER.Enum(), CloseProducer: &wire.CommandCloseProducer{
+		ProducerId: proto.Uint64(p.id), RequestId: proto.Uint64(0),
 	}})
 }
 
@@ -547,7 +609,7 @@ func (c *conn) handleAck(cmd *wire.CommandAck) {
 	cons := c.consumer(cmd.GetConsumerId())
 	var err error
 	if cons == nil {
-		err = &commandError{code: wire.ServerError_ConsumerNotFound, msg: fmt.Sprintf("no consumer %d on this connection", cmd.GetConsumerId())}
+		err = consumerNotFound(cmd.GetConsumerId())
 	} else {
 		err = cons.sub.ack(cons, cmd.GetAckType() == wire.CommandAck_Cumulative, cmd.GetMessageId())
 	}
@@ -564,9 +626,8 @@ func (c *conn) handleAck(cmd *wire.CommandAck) {
 
 func (c *conn) handleSeek(cmd *wire.CommandSeek) {
 	rid := cmd.GetRequestId()
-	cons := c.consumer(cmd.GetConsumerId())
+	cons := c.requestConsumer(cmd.GetConsumerId(), rid)
 	if cons == nil {
-		c.sendError(rid, &commandError{code: wire.ServerError_ConsumerNotFound, msg: fmt.Sprintf("no consumer %d on this connection", cmd.GetConsumerId())})
 		return
 	}
 	log := cons.sub.topic.log
@@ -600,9 +661,8 @@ func markDeleteForTime(log *store.Log, ms int64) store.Position {
 
 func (c *conn) handleGetLastMessageID(cmd *wire.CommandGetLastMessageId) {
 	rid := cmd.GetRequestId()
-	cons := c.consumer(cmd.GetConsumerId())
+	cons := c.requestConsumer(cmd.GetConsumerId(), rid)
 	if cons == nil {
-		c.sendError(rid, &commandError{code: wire.ServerError_ConsumerNotFound, msg: fmt.Sprintf("no consumer %d on this connection", cmd.GetConsumerId())})
 		return
 	}
 	log := cons.sub.topic.log
@@ -625,9 +685,8 @@ func (c *conn) handleGetLastMessageID(cmd *wire.CommandGetLastMessageId) {
 
 func (c *conn) handleUnsubscribe(cmd *wire.CommandUnsubscribe) {
 	rid := cmd.GetRequestId()
-	cons := c.consumer(cmd.GetConsumerId())
+	cons := c.requestConsumer(cmd.GetConsumerId(), rid)
 	if cons == nil {
-		c.sendError(rid, &commandError{code: wire.ServerError_ConsumerNotFound, msg: fmt.Sprintf("no consumer %d on this connection", cmd.GetConsumerId())})
 		return
 	}
 	if err := cons.sub.unsubscribe(cons, cmd.GetForce()); err != nil {
@@ -653,9 +712,8 @@ func (c *conn) handleCloseConsumer(cmd *wire.CommandCloseConsumer) {
 
 func (c *conn) handleConsumerStats(cmd *wire.CommandConsumerStats) {
 	rid := cmd.GetRequestId()
-	cons := c.consumer(cmd.GetConsumerId())
+	cons := c.requestConsumer(cmd.GetConsumerId(), rid)
 	if cons == nil {
-		c.sendError(rid, &commandError{code: wire.ServerError_ConsumerNotFound, msg: fmt.Sprintf("no consumer %d on this connection", cmd.GetConsumerId())})
 		return
 	}
 	st := cons.sub.stats()

@@ -222,8 +222,10 @@ func TestSeekByMessageIDAndTime(t *testing.T) {
 	p := newProducer(t, c, pulsar.ProducerOptions{Topic: "seek", DisableBatching: true})
 	cons := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "seek", SubscriptionName: "s", SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest})
 	ids := sendN(t, p, 0, 5)
-	time.Sleep(20 * time.Millisecond) // publish times must differ from the next batch's
-	middle := time.Now()
+	// Publish times have millisecond resolution: start the second half
+	// strictly after the first.
+	middle := time.Now().Add(time.Millisecond)
+	eventually(t, time.Second, "the clock to pass the middle", func() bool { return time.Now().After(middle) })
 	sendN(t, p, 5, 5)
 	equalStrings(t, receiveN(t, cons, 10, true), payloads(0, 10))
 
@@ -275,6 +277,17 @@ func TestReaders(t *testing.T) {
 	equalStrings(t, read(newReader(pulsar.ReaderOptions{StartMessageID: pulsar.EarliestMessageID()})), payloads(0, 5))
 	equalStrings(t, read(newReader(pulsar.ReaderOptions{StartMessageID: ids[2]})), payloads(3, 2))
 	equalStrings(t, read(newReader(pulsar.ReaderOptions{StartMessageID: ids[2], StartMessageIDInclusive: true})), payloads(2, 3))
+
+	seeker := newReader(pulsar.ReaderOptions{StartMessageID: pulsar.EarliestMessageID()})
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel0()
+	if _, err := seeker.Next(ctx0); err != nil {
+		t.Fatal(err)
+	}
+	if err := seeker.Seek(ids[3]); err != nil {
+		t.Fatal(err)
+	}
+	equalStrings(t, read(seeker), payloads(4, 1))
 
 	latest := newReader(pulsar.ReaderOptions{StartMessageID: pulsar.LatestMessageID()})
 	if latest.HasNext() {

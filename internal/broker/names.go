@@ -58,10 +58,12 @@ func ParseTopicName(s string) (TopicName, error) {
 }
 
 func (t TopicName) validate() error {
+	// Tenant, namespace and escaped local name become directory names, so
+	// "." and ".." must never get through.
 	switch {
-	case !namePart.MatchString(t.Tenant):
+	case !namePart.MatchString(t.Tenant) || t.Tenant == "." || t.Tenant == "..":
 		return fmt.Errorf("invalid tenant %q", t.Tenant)
-	case !namePart.MatchString(t.Namespace):
+	case !namePart.MatchString(t.Namespace) || t.Namespace == "." || t.Namespace == "..":
 		return fmt.Errorf("invalid namespace %q", t.Namespace)
 	case t.Local == "" || t.Local == "." || t.Local == ".." || strings.ContainsAny(t.Local, "/\x00"):
 		return fmt.Errorf("invalid local name %q (the old tenant/cluster/namespace form is not supported)", t.Local)

@@ -218,8 +218,13 @@ func (s *Server) Close() error {
 		errs = append(errs, ignoreClosed(s.ln.Close()))
 	}
 	if s.adminSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, s.adminSrv.Shutdown(ctx))
+		// Let admin requests in progress finish, but do not wait for client
+		// connections that were opened and never used: net/http only gives
+		// those up after 5 s.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := s.adminSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, ignoreClosed(s.adminSrv.Close()))
+		}
 		cancel()
 	}
 	for _, c := range conns {

@@ -465,6 +465,21 @@ func (s *subscription) resetTo(markDelete store.Position) ([]*consumer, error) {
 	return detached, s.persist()
 }
 
+// detachAll detaches every consumer, handing back what they had not
+// acknowledged, and returns them for [subscription.finishDetach].
+func (s *subscription) detachAll() []*consumer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	detached := s.consumers
+	for _, c := range detached {
+		for p := range c.pending {
+			s.scheduleRedelivery(c, p)
+		}
+	}
+	s.consumers = nil
+	return detached
+}
+
 // finishDetach closes the consumers [subscription.resetTo] detached. A
 // non-durable subscription goes away; its reader comes back with a new
 // start position.

@@ -270,6 +270,22 @@ func (t *topic) removeProducer(p *producer) {
 	delete(t.producers, p)
 }
 
+// unload closes every producer and consumer of the topic from the broker
+// side, as Pulsar does when a topic moves; clients reconnect at once, and
+// what consumers had not acknowledged is redelivered.
+func (t *topic) unload() {
+	t.mu.Lock()
+	producers := t.producers
+	t.producers = map[*producer]struct{}{}
+	t.mu.Unlock()
+	for p := range producers {
+		p.conn.detachProducer(p)
+	}
+	for _, s := range t.subscriptions() {
+		s.finishDetach(s.detachAll())
+	}
+}
+
 func (t *topic) close() error {
 	for _, s := range t.subscriptions() {
 		s.stop()

@@ -1,9 +1,3 @@
-// Package brokertest is the one way tests start pgtandem's Pulsar-protocol
-// broker: in-process, on random loopback ports, with its data in the test's
-// temporary directory, stopped when the test ends.
-//
-//	b := brokertest.Start(t)
-//	client, _ := pulsar.NewClient(pulsar.ClientOptions{URL: b.URL()})
 package brokertest
 
 import (

@@ -16,7 +16,7 @@
 package event
 
 import (
-	"encoding/json"
+	json "github.com/goccy/go-json"
 	"fmt"
 	"strconv"
 	"strings"

@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
+	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
+)
+
+// benchTxns is the size of the pgbench backlog; PGTANDEM_BENCH_TXNS overrides it.
+func benchTxns() int {
+	if n, err := strconv.Atoi(os.Getenv("PGTANDEM_BENCH_TXNS")); err == nil && n > 0 {
+		return n
+	}
+	return 100000
+}
+
+func run(b *testing.B, name string, args ...string) {
+	b.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+func sql(b *testing.B, conn *pgx.Conn, query string) {
+	b.Helper()
+	if _, err := conn.Exec(context.Background(), query); err != nil {
+		b.Fatalf("%s: %v", query, err)
+	}
+}
+
+// pgbenchBacklog fills srv with a pgbench backlog of txns transactions, both
+// slots (one per contender) created before it, and returns the WAL position
+// at its end.
+func pgbenchBacklog(b *testing.B, srv *pglocal.Server, txns int, slots ...string) pglogrepl.LSN {
+	b.Helper()
+	conn := pgtest.Connect(b, srv, "postgres")
+	run(b, "pgbench", "-i", "-q", "-s", "1", srv.DSN("postgres"))
+	sql(b, conn, `ALTER TABLE pgbench_history REPLICA IDENTITY FULL`)
+	sql(b, conn, `CREATE PUBLICATION pgtandem FOR ALL TABLES`)
+	for _, slot := range slots {
+		sql(b, conn, fmt.Sprintf(`SELECT pg_create_logical_replication_slot('%s', 'pgoutput')`, slot))
+	}
+	clients := 8
+	run(b, "pgbench", "-n", "-c", strconv.Itoa(clients), "-j", "2", "-t", strconv.Itoa(txns/clients), srv.DSN("postgres"))
+	var end string
+	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&end); err != nil {
+		b.Fatal(err)
+	}
+	lsn, _ := pglogrepl.ParseLSN(end)
+	return lsn
+}
+
+// BenchmarkCaptureDrain drains the same pgbench backlog once with
+// pg_recvlogical -P pgoutput into /dev/null and once with pg2broker into the
+// project's broker (fsync per group commit), and prints both times.
+func BenchmarkCaptureDrain(b *testing.B) {
+	txns := benchTxns()
+	srv := pgtest.Start(b, 15, pgtest.WithSetting("synchronous_commit", "off"))
+	end := pgbenchBacklog(b, srv, txns, "bench_recvlogical", "pgtandem_bench")
+
+	start := time.Now()
+	run(b, "/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", srv.DSN("postgres"), "--slot", "bench_recvlogical", "--start",
+		"-P", "pgoutput", "-o", "proto_version=1", "-o", "publication_names=pgtandem", "-E", end.String(), "-f", "/dev/null", "--no-loop")
+	native := time.Since(start)
+
+	bk := brokertest.Start(b)
+	cfg := pg2broker.DefaultConfig()
+	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL = "bench", srv.DSN("postgres"), "persistent://public/default/bench", bk.URL()
+	tel, err := telemetry.New("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := pg2broker.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), tel)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	cpuBefore := cpuTime()
+	start = time.Now()
+	go func() { done <- svc.Run(ctx) }()
+	for svc.Ready() != nil {
+		time.Sleep(time.Millisecond)
+	}
+	startup := time.Since(start)
+	for svc.Confirmed() < end {
+		select {
+		case err := <-done:
+			b.Fatalf("pg2broker stopped: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	ours := time.Since(start)
+	cpu := cpuTime() - cpuBefore
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(native.Seconds(), "pg_recvlogical-s")
+	b.ReportMetric(ours.Seconds(), "pg2broker-s")
+	b.ReportMetric(ours.Seconds()/native.Seconds(), "ratio")
+	fmt.Printf("capture drain of %d pgbench transactions: pg_recvlogical %.2fs, pg2broker %.2fs (of which %.2fs start-up; %.0f txn/s; %.2fs CPU with the broker), ratio %.2f (target <= 1.5)\n",
+		txns, native.Seconds(), ours.Seconds(), startup.Seconds(), float64(txns)/ours.Seconds(), cpu.Seconds(), ours.Seconds()/native.Seconds())
+}
+
+// BenchmarkCaptureLargeTxnRSS streams one 1,000,000-row transaction through
+// the pgtandem binary and prints its peak resident memory: a large
+// transaction must stream through, not be held.
+func BenchmarkCaptureLargeTxnRSS(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "pgtandem")
+	run(b, "go", "build", "-o", bin, "../cmd/pgtandem")
+	srv := pgtest.Start(b, 15)
+	bk := brokertest.Start(b)
+	conn := pgtest.Connect(b, srv, "postgres")
+	sql(b, conn, `CREATE TABLE big (id int PRIMARY KEY, v text)`)
+	cmd := exec.Command(bin, "pg2broker", "--from", "src", "--create-slot")
+	cmd.Env = append(os.Environ(), "PGTANDEM_CLUSTERS_SRC_DSN="+srv.DSN("postgres"), "PGTANDEM_PULSAR_URL="+bk.URL(),
+		"PGTANDEM_CLUSTERS_SRC_TOPIC=persistent://public/default/bigtxn", "PGTANDEM_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for i := 0; ; i++ {
+		var active bool
+		if err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&active); err == nil && active {
+			break
+		}
+		if i > 600 {
+			b.Fatal("capture did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sql(b, conn, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g`)
+	var end string
+	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&end); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		var confirmed string
+		err := conn.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&confirmed)
+		c, _ := pglogrepl.ParseLSN(confirmed)
+		e, _ := pglogrepl.ParseLSN(end)
+		if err == nil && c >= e {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.Fatal("1M-row transaction not confirmed within 10 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	hwm := peakRSS(b, cmd.Process.Pid)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
+	fmt.Printf("capture of one 1,000,000-row transaction: %.1fs, pg2broker peak RSS %.0f MiB\n", time.Since(start).Seconds(), float64(hwm)/1024)
+}
+
+// cpuTime is the CPU time this process used so far (capture and broker).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// peakRSS reads VmHWM (kB) of a process.
+func peakRSS(b *testing.B, pid int) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return kb
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
