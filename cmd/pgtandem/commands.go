@@ -111,23 +111,6 @@ func newPg2brokerCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func newBroker2pgCmd(a *app) *cobra.Command {
-	var d direction
-	cmd := &cobra.Command{
-		Use:   "broker2pg --from CLUSTER --to CLUSTER",
-		Short: "Apply one cluster's topic into another cluster, exactly once in effect (long-running)",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := d.check(a, true); err != nil {
-				return err
-			}
-			return &errNotImplemented{"broker2pg", "issue 5"}
-		},
-	}
-	d.flags(cmd, true)
-	return cmd
-}
-
 func newInitCmd(a *app) *cobra.Command {
 	var d direction
 	cmd := &cobra.Command{
@@ -160,17 +143,6 @@ func newVerifyCmd(a *app) *cobra.Command {
 	}
 	d.flags(cmd, true)
 	return cmd
-}
-
-func newStatusCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Show slot positions, apply progress, lag and blocked reasons of every cluster and direction",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return &errNotImplemented{"status", "issue 5"}
-		},
-	}
 }
 
 func newDemoCmd(a *app) *cobra.Command {

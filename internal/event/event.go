@@ -16,8 +16,8 @@
 package event
 
 import (
-	json "github.com/goccy/go-json"
 	"fmt"
+	json "github.com/goccy/go-json"
 	"strconv"
 	"strings"
 	"time"
