@@ -1,12 +1,14 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBadConfigExitsNonZero runs the real binary with broken configurations:
@@ -25,9 +27,13 @@ func TestBadConfigExitsNonZero(t *testing.T) {
 		if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(pgtandemBin, "pg2broker", "--from", "old")
+		// A configuration accepted by mistake would start a long-running
+		// capture: the timeout turns that into a failure, not a hang.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, pgtandemBin, "pg2broker", "--from", "old")
 		cmd.Env = append(os.Environ(), "PGTANDEM_CONFIG="+path)
 		out, err := cmd.CombinedOutput()
+		cancel()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 			t.Errorf("config %q: err %v, want a non-zero exit", tc.yaml, err)

@@ -108,6 +108,18 @@ func loadConfig(cf configFlags, flags *pflag.FlagSet, environ []string) (config.
 		// mapstructure quotes the offending value; it may be a secret.
 		return config.Config{}, fmt.Errorf("config: a value has the wrong type: %s", firstLine(scrubValues(err.Error())))
 	}
+	// viper leaves out clusters written without keys ("new: {}"); they are
+	// declared all the same, and Validate must name their missing DSN.
+	if raw, ok := v.Get("clusters").(map[string]any); ok {
+		for name := range raw {
+			if _, ok := cfg.Clusters[name]; !ok {
+				if cfg.Clusters == nil {
+					cfg.Clusters = map[string]config.Cluster{}
+				}
+				cfg.Clusters[name] = config.Cluster{}
+			}
+		}
+	}
 	return cfg, cfg.Validate()
 }
 

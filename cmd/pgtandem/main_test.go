@@ -76,6 +76,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 			want: "config: clusters.new.dsn: is missing",
 		},
 		{
+			name: "cluster declared without keys",
+			yaml: "clusters:\n  old: {dsn: postgres://app@h/app}\n  new: {}\n  other:\n",
+			want: "config: clusters.new.dsn: is missing",
+		},
+		{
 			name: "cluster not configured at all",
 			yaml: "clusters:\n  new: {dsn: postgres://app@h/app}\n",
 			want: "config: clusters.old.dsn: is missing",
