@@ -1,0 +1,164 @@
+package pg2broker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/eventtest"
+	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
+)
+
+// TestStandbyTakesOver covers FAULTS 23 for capture: a second replica for
+// the same slot waits, not ready, and takes over when the first stops;
+// nothing is lost or doubled across the hand-over.
+func TestStandbyTakesOver(t *testing.T) {
+	srv := pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	conn := pgtest.Connect(t, srv, "postgres")
+	exec(t, conn, loadSchema)
+	topic := "persistent://public/default/standby"
+	stopA := capture(t, srv, b.URL(), topic)
+	ctx := context.Background()
+	rowsOf := map[int]int{}
+	for n := 1; n <= 20; n++ {
+		if err := writeTxn(ctx, conn, n, 3); err != nil {
+			t.Fatal(err)
+		}
+		rowsOf[n] = 3
+	}
+
+	cfg := pg2broker.DefaultConfig()
+	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL = "src", srv.DSN("postgres"), topic, b.URL()
+	tel, _ := telemetry.New("test")
+	standby, err := pg2broker.New(cfg, testLogger(), tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- standby.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return strings.HasPrefix(fmt.Sprint(standby.Ready()), "standby") }, "the second replica to wait as standby")
+
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return standby.Ready() == nil }, "the standby to take over")
+	for n := 21; n <= 40; n++ {
+		if err := writeTxn(ctx, conn, n, 2); err != nil {
+			t.Fatal(err)
+		}
+		rowsOf[n] = 2
+	}
+	txns := eventtest.ReadTxns(t, b.URL(), topic, len(rowsOf), time.Minute)
+	eventtest.CheckLoad(t, txns, "load", rowsOf)
+}
+
+// TestMetricsAndProbes checks what Kubernetes and Prometheus see.
+func TestMetricsAndProbes(t *testing.T) {
+	srv := pgtest.Start(t, 15)
+	b := brokertest.Start(t)
+	conn := pgtest.Connect(t, srv, "postgres")
+	exec(t, conn, loadSchema)
+	cfg := pg2broker.DefaultConfig()
+	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL, cfg.CreateSlot = "src", srv.DSN("postgres"), "persistent://public/default/metrics", b.URL(), true
+	tel, err := telemetry.New("pgtandem/pg2broker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := pg2broker.New(cfg, testLogger(), tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = tel.Serve(ctx, addr, svc.Ready, testLogger()) }()
+	go func() { _ = svc.Run(ctx) }()
+	base := "http://" + addr
+	waitFor(t, func() bool { code, _ := get(base + "/healthz"); return code == 200 }, "/healthz")
+	waitFor(t, func() bool { code, _ := get(base + "/readyz"); return code == 200 }, "/readyz to turn ready")
+	for n := 1; n <= 5; n++ {
+		if err := writeTxn(ctx, conn, n, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool {
+		_, body := get(base + "/metrics")
+		return strings.Contains(body, `pgtandem_capture_rows_total{cluster="src"} 20`) &&
+			strings.Contains(body, `pgtandem_capture_transactions_total{cluster="src"} 5`)
+	}, "row and transaction counters")
+	_, body := get(base + "/metrics")
+	for _, metric := range []string{"pgtandem_capture_confirmed_lsn", "pgtandem_capture_lag_bytes", "pgtandem_capture_lag_seconds",
+		"pgtandem_capture_publish_latency_seconds_bucket", "pgtandem_capture_bytes_total", "pulsar_client"} {
+		if !strings.Contains(body, metric) {
+			t.Errorf("/metrics lacks %s", metric)
+		}
+	}
+}
+
+// TestOriginsNotCaptured: transactions applied with a pgtandem_* replication
+// origin (what broker2pg does) never reach the topic, on the pre-16 path
+// (Origin message filtering) and the 16+ path (origin 'none').
+func TestOriginsNotCaptured(t *testing.T) {
+	for _, major := range []int{15, 17} {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
+			srv := pgtest.Start(t, major)
+			b := brokertest.Start(t)
+			conn := pgtest.Connect(t, srv, "postgres")
+			exec(t, conn, loadSchema)
+			topic := fmt.Sprintf("persistent://public/default/origins-pg%d", major)
+			capture(t, srv, b.URL(), topic)
+			exec(t, conn, `SELECT pg_replication_origin_create('pgtandem_peer')`)
+			exec(t, conn, `INSERT INTO load VALUES (1, 1)`)
+			exec(t, conn, `SELECT pg_replication_origin_session_setup('pgtandem_peer')`)
+			exec(t, conn, `INSERT INTO load VALUES (2, 1)`)
+			exec(t, conn, `INSERT INTO load VALUES (3, 1)`)
+			exec(t, conn, `SELECT pg_replication_origin_session_reset()`)
+			exec(t, conn, `INSERT INTO load VALUES (4, 1)`)
+			txns := eventtest.ReadTxns(t, b.URL(), topic, 2, time.Minute)
+			eventtest.CheckLoad(t, txns, "load", map[int]int{1: 1, 4: 1})
+		})
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
