@@ -128,23 +128,6 @@ func newInitCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func newVerifyCmd(a *app) *cobra.Command {
-	var d direction
-	cmd := &cobra.Command{
-		Use:   "verify --from CLUSTER --to CLUSTER",
-		Short: "Prove two clusters hold the same schema and data (exit 0 equal, 1 different, 2 error)",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := d.check(a, true); err != nil {
-				return &exitError{2, err}
-			}
-			return &exitError{2, &errNotImplemented{"verify", "issue 6"}}
-		},
-	}
-	d.flags(cmd, true)
-	return cmd
-}
-
 func newDemoCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "demo",
