@@ -41,8 +41,7 @@ var nonKeyEnv = regexp.MustCompile(`^PGTANDEM_(CONFIG|CACHE|PG\d+_BIN|PG_MAJORS|
 // setting the operator believes in and does not have.
 func loadConfig(cf configFlags, flags *pflag.FlagSet, environ []string) (config.Config, error) {
 	v := viper.New()
-	def := config.Default()
-	setDefaults(v, def)
+	setDefaults(v)
 
 	file := cf.file
 	if file == "" {
@@ -125,21 +124,17 @@ func loadConfig(cf configFlags, flags *pflag.FlagSet, environ []string) (config.
 
 // setDefaults registers the defaults key by key, so that viper knows every
 // fixed key (and so decodes env and flag strings into their types).
-func setDefaults(v *viper.Viper, def config.Config) {
-	v.SetDefault("pulsar.url", def.Pulsar.URL)
-	v.SetDefault("pulsar.topic-prefix", def.Pulsar.TopicPrefix)
-	v.SetDefault("pulsar.auth-token", "")
-	v.SetDefault("pulsar.auth-token-file", "")
-	v.SetDefault("broker.listen", def.Broker.Listen)
-	v.SetDefault("broker.admin-listen", def.Broker.AdminListen)
-	v.SetDefault("broker.data-dir", def.Broker.DataDir)
-	v.SetDefault("broker.auth-token-file", def.Broker.AuthTokenFile)
-	v.SetDefault("broker.dedup", def.Broker.Dedup)
-	v.SetDefault("broker.max-message-size", def.Broker.MaxMessageSize)
-	v.SetDefault("broker.retention-size", def.Broker.RetentionSize)
-	v.SetDefault("broker.retention-time", def.Broker.RetentionTime)
-	v.SetDefault("log.level", def.Log.Level)
-	v.SetDefault("log.format", def.Log.Format)
+func setDefaults(v *viper.Viper) {
+	for key, value := range config.DefaultValues() {
+		// Secrets and DSNs default to empty; viper wants plain values.
+		switch val := value.(type) {
+		case config.Secret:
+			value = string(val)
+		case config.DSN:
+			value = string(val)
+		}
+		v.SetDefault(key, value)
+	}
 }
 
 func knownKeysHint() string {

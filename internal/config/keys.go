@@ -99,3 +99,30 @@ func KeyForEnv(name string) (string, bool) {
 	}
 	return "", false
 }
+
+// DefaultValues returns every fixed key (no "*" level) with its value in
+// Default(), so the loader's defaults cannot drift from the struct.
+func DefaultValues() map[string]any {
+	out := map[string]any{}
+	collectValues(reflect.ValueOf(Default()), "", out)
+	return out
+}
+
+func collectValues(v reflect.Value, prefix string, out map[string]any) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name := t.Field(i).Tag.Get("mapstructure")
+		if name == "" {
+			continue
+		}
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Struct:
+			collectValues(f, prefix+name+".", out)
+		case reflect.Map:
+			// Map entries are named by the user; they have no defaults.
+		default:
+			out[prefix+name] = f.Interface()
+		}
+	}
+}
