@@ -12,120 +12,127 @@ import (
 	"github.com/pgtandem/pgtandem/internal/event"
 )
 
-// keyRange is a chunk of a keyed table: keys after lo (nil: from the start)
-// up to and including hi (nil: to the end).
-type keyRange struct {
-	lo, hi []string
-}
-
-// keyCols returns the quoted key columns as a row, and a row of n text
-// parameters cast to the key types starting at $first.
-func keyRow(t *table, first int) (cols, params string) {
-	var c, p []string
-	for i, k := range t.Key {
-		typ, _ := t.columnType(k)
-		c = append(c, event.QuoteIdent(k))
-		p = append(p, fmt.Sprintf("$%d::text::%s", first+i, typ))
-	}
-	return "ROW(" + strings.Join(c, ", ") + ")", "ROW(" + strings.Join(p, ", ") + ")"
-}
-
-// where returns the predicate and arguments selecting a chunk.
-func (r keyRange) where(t *table) (string, []any) {
-	var conds []string
-	var args []any
-	if r.lo != nil {
-		cols, params := keyRow(t, len(args)+1)
-		conds = append(conds, cols+" > "+params)
-		for _, v := range r.lo {
-			args = append(args, v)
-		}
-	}
-	if r.hi != nil {
-		cols, params := keyRow(t, len(args)+1)
-		conds = append(conds, cols+" <= "+params)
-		for _, v := range r.hi {
-			args = append(args, v)
-		}
-	}
-	if len(conds) == 0 {
-		return "true", nil
-	}
-	return strings.Join(conds, " AND "), args
-}
-
-// compareByKey cuts the table into key ranges of about ChunkRows rows, read
-// from the source's key order, and compares each range's count and hash sum.
+// compareByKey hashes the table in one scan per side, grouped into chunks
+// of about ChunkRows rows by the first key column (width_bucket over chunk
+// boundaries), so every row is read once, by a sequential scan; only
+// differing chunks are read again, by key range, to name their rows.
 func (c *comparer) compareByKey(ctx context.Context, src, dst *table, res *TableResult) error {
 	var keyText []string
 	for _, k := range src.Key {
 		keyText = append(keyText, event.QuoteIdent(k)+"::text")
 	}
-	keys := strings.Join(keyText, ", ")
-	cols, _ := keyRow(src, 1)
-	order := strings.TrimSuffix(strings.TrimPrefix(cols, "ROW("), ")")
-	rows, err := c.src.Query(ctx, fmt.Sprintf(`SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS rn FROM %s) s WHERE rn %% %d = 0 ORDER BY rn`,
-		strings.Join(quotedAll(len(src.Key)), ", "), aliasAll(keyText), order, src.qualified(), c.cfg.ChunkRows))
+	first := event.QuoteIdent(src.Key[0])
+	firstType, _ := src.columnType(src.Key[0])
+	bounds, err := c.boundaries(ctx, src, first)
 	if err != nil {
-		return fmt.Errorf("read chunk boundaries: %w", err)
+		return err
 	}
-	var bounds [][]string
-	for rows.Next() {
-		vals := make([]string, len(src.Key))
-		ptrs := make([]any, len(vals))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			rows.Close()
-			return err
-		}
-		bounds = append(bounds, vals)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read chunk boundaries: %w", err)
-	}
-	ranges := make([]keyRange, 0, len(bounds)+1)
-	var lo []string
-	for _, b := range bounds {
-		ranges = append(ranges, keyRange{lo: lo, hi: b})
-		lo = b
-	}
-	ranges = append(ranges, keyRange{lo: lo})
-	c.addChunks(len(ranges))
-
+	chunks := len(bounds) + 1
+	c.addChunks(chunks)
 	hash := rowExpr(src, dst)
-	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range ranges {
-		g.Go(func() error {
-			pred, args := r.where(src)
-			var counts [2]int64
-			var sums [2]string
-			err := c.both(gctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(%s), 0)::text FROM %s WHERE %s`, hash, src.qualified(), pred), args,
-				func(side int, rows pgx.Rows) error {
-					for rows.Next() {
-						if err := rows.Scan(&counts[side], &sums[side]); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-			if err != nil {
-				return err
-			}
-			differs := counts[0] != counts[1] || sums[0] != sums[1]
-			res.addChunk(counts[0], counts[1], differs)
-			if differs {
-				if err := c.narrowByKey(gctx, src, keys, hash, pred, args, res); err != nil {
+	// The bounds are spelled out as a constant so the cast is folded once,
+	// not evaluated per row.
+	quoted := make([]string, len(bounds))
+	for i, b := range bounds {
+		quoted[i] = quoteLiteral(b)
+	}
+	chunkOf := fmt.Sprintf("width_bucket(%s, ARRAY[%s]::text[]::%s[])", first, strings.Join(quoted, ", "), firstType)
+	type sum struct {
+		count int64
+		hash  string
+	}
+	var sides [2]map[int]sum
+	err = c.both(ctx, fmt.Sprintf(`SELECT %s, count(*), sum(%s)::text FROM %s GROUP BY 1`, chunkOf, hash, src.qualified()), nil,
+		func(side int, rows pgx.Rows) error {
+			m := map[int]sum{}
+			for rows.Next() {
+				var chunk int
+				var s sum
+				if err := rows.Scan(&chunk, &s.count, &s.hash); err != nil {
 					return err
 				}
+				m[chunk] = s
 			}
-			c.chunkDone()
+			sides[side] = m
 			return nil
+		})
+	if err != nil {
+		return fmt.Errorf("hash chunks: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for chunk := 0; chunk < chunks; chunk++ {
+		s, d := sides[0][chunk], sides[1][chunk]
+		differs := s != d
+		res.addChunk(s.count, d.count, differs)
+		if !differs {
+			c.chunkDone()
+			continue
+		}
+		// width_bucket's chunk i holds bounds[i-1] <= key < bounds[i].
+		var conds []string
+		var args []any
+		if chunk > 0 {
+			args = append(args, bounds[chunk-1])
+			conds = append(conds, fmt.Sprintf("%s >= $%d::text::%s", first, len(args), firstType))
+		}
+		if chunk < len(bounds) {
+			args = append(args, bounds[chunk])
+			conds = append(conds, fmt.Sprintf("%s < $%d::text::%s", first, len(args), firstType))
+		}
+		pred := "true"
+		if len(conds) > 0 {
+			pred = strings.Join(conds, " AND ")
+		}
+		g.Go(func() error {
+			defer c.chunkDone()
+			return c.narrowByKey(gctx, src, strings.Join(keyText, ", "), hash, pred, args, res)
 		})
 	}
 	return g.Wait()
+}
+
+// boundaries returns ascending values of the first key column that cut the
+// table into chunks of about ChunkRows rows. The histogram the planner keeps
+// gives them for free; without statistics they are read from the key order,
+// one scan of the key index.
+func (c *comparer) boundaries(ctx context.Context, t *table, first string) ([]string, error) {
+	var estimate float64
+	var hist []string
+	err := c.src.QueryRow(ctx, `SELECT greatest(c.reltuples, 0), coalesce((SELECT s.histogram_bounds::text::text[] FROM pg_stats s
+			WHERE s.schemaname = $1 AND s.tablename = $2 AND s.attname = $3), '{}')
+		FROM pg_class c WHERE c.oid = $4::regclass`, t.Schema, t.Name, t.Key[0], t.qualified()).Scan(&estimate, &hist)
+	if err != nil {
+		return nil, fmt.Errorf("read statistics: %w", err)
+	}
+	if estimate > 0 && estimate <= float64(c.cfg.ChunkRows) {
+		return []string{}, nil
+	}
+	if len(hist) > 1 && estimate > 0 {
+		step := max(1, int(float64(c.cfg.ChunkRows)/(estimate/float64(len(hist)-1))))
+		bounds := []string{}
+		for i := step; i < len(hist)-1; i += step {
+			bounds = append(bounds, hist[i])
+		}
+		return bounds, nil
+	}
+	rows, err := c.src.Query(ctx, fmt.Sprintf(`SELECT b::text FROM (SELECT DISTINCT k AS b FROM (SELECT %s AS k, row_number() OVER (ORDER BY %s) AS rn FROM %s) s WHERE rn %% %d = 0) d ORDER BY b`,
+		first, first, t.qualified(), c.cfg.ChunkRows))
+	if err != nil {
+		return nil, fmt.Errorf("read chunk boundaries: %w", err)
+	}
+	defer rows.Close()
+	bounds := []string{}
+	for rows.Next() {
+		var b string
+		if err := rows.Scan(&b); err != nil {
+			return nil, err
+		}
+		bounds = append(bounds, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read chunk boundaries: %w", err)
+	}
+	return bounds, nil
 }
 
 // narrowByKey lists the rows of a differing chunk by key.
@@ -266,18 +273,8 @@ func truncate(s string) string {
 	return s
 }
 
-func quotedAll(n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("k%d", i)
-	}
-	return out
-}
-
-func aliasAll(exprs []string) string {
-	out := make([]string, len(exprs))
-	for i, e := range exprs {
-		out[i] = fmt.Sprintf("%s AS k%d", e, i)
-	}
-	return strings.Join(out, ", ")
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
+// is on in every supported major).
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

@@ -173,8 +173,11 @@ func openPool(ctx context.Context, dsn string, jobs int, side string) (*pgxpool.
 		return nil, fmt.Errorf("verify: %s DSN: %w", side, err)
 	}
 	cfg.MaxConns = int32(jobs + 1)
-	// Hashing one chunk is one statement: repeatable read keeps the catalog
-	// and each chunk's view consistent without holding anything long.
+	// The planner cannot know that chunk numbers are few, and would sort a
+	// whole table (spilling to disk) to group it; a hash aggregate needs
+	// one pass.
+	cfg.ConnConfig.RuntimeParams["enable_sort"] = "off"
+	cfg.ConnConfig.RuntimeParams["application_name"] = "pgtandem verify"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("verify: connect to %s: %w", side, err)
