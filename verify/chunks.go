@@ -37,31 +37,13 @@ func (c *comparer) compareByKey(ctx context.Context, src, dst *table, res *Table
 		quoted[i] = quoteLiteral(b)
 	}
 	chunkOf := fmt.Sprintf("width_bucket(%s, ARRAY[%s]::text[]::%s[])", first, strings.Join(quoted, ", "), firstType)
-	type sum struct {
-		count int64
-		hash  string
-	}
-	var sides [2]map[int]sum
-	err = c.both(ctx, fmt.Sprintf(`SELECT %s, count(*), sum(%s)::text FROM %s GROUP BY 1`, chunkOf, hash, src.qualified()), nil,
-		func(side int, rows pgx.Rows) error {
-			m := map[int]sum{}
-			for rows.Next() {
-				var chunk int
-				var s sum
-				if err := rows.Scan(&chunk, &s.count, &s.hash); err != nil {
-					return err
-				}
-				m[chunk] = s
-			}
-			sides[side] = m
-			return nil
-		})
+	sides, err := c.groupSums(ctx, chunkOf, hash, src)
 	if err != nil {
 		return fmt.Errorf("hash chunks: %w", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for chunk := 0; chunk < chunks; chunk++ {
-		s, d := sides[0][chunk], sides[1][chunk]
+		s, d := sides[0][int64(chunk)], sides[1][int64(chunk)]
 		differs := s != d
 		res.addChunk(s.count, d.count, differs)
 		if !differs {
@@ -89,6 +71,33 @@ func (c *comparer) compareByKey(ctx context.Context, src, dst *table, res *Table
 		})
 	}
 	return g.Wait()
+}
+
+// chunkSum is a chunk's row count and sum of row hashes.
+type chunkSum struct {
+	count int64
+	hash  string
+}
+
+// groupSums computes, on both sides, the chunkSum of every chunk that the
+// expression group assigns rows to.
+func (c *comparer) groupSums(ctx context.Context, group, hash string, t *table) ([2]map[int64]chunkSum, error) {
+	var sides [2]map[int64]chunkSum
+	err := c.both(ctx, fmt.Sprintf(`SELECT %s, count(*), sum(%s)::text FROM %s GROUP BY 1`, group, hash, t.qualified()), nil,
+		func(side int, rows pgx.Rows) error {
+			m := map[int64]chunkSum{}
+			for rows.Next() {
+				var chunk int64
+				var s chunkSum
+				if err := rows.Scan(&chunk, &s.count, &s.hash); err != nil {
+					return err
+				}
+				m[chunk] = s
+			}
+			sides[side] = m
+			return nil
+		})
+	return sides, err
 }
 
 // boundaries returns ascending values of the first key column that cut the
@@ -188,25 +197,7 @@ func (c *comparer) compareByBuckets(ctx context.Context, src, dst *table, res *T
 	c.addChunks(int(buckets))
 	hash := rowExpr(src, dst)
 	bucket := fmt.Sprintf("((%s %% %d) + %d) %% %d", hash, buckets, buckets, buckets)
-	type sum struct {
-		count int64
-		hash  string
-	}
-	var sides [2]map[int64]sum
-	err := c.both(ctx, fmt.Sprintf(`SELECT %s AS b, count(*), sum(%s)::text FROM %s GROUP BY 1`, bucket, hash, src.qualified()), nil,
-		func(side int, rows pgx.Rows) error {
-			m := map[int64]sum{}
-			for rows.Next() {
-				var b int64
-				var s sum
-				if err := rows.Scan(&b, &s.count, &s.hash); err != nil {
-					return err
-				}
-				m[b] = s
-			}
-			sides[side] = m
-			return nil
-		})
+	sides, err := c.groupSums(ctx, bucket, hash, src)
 	if err != nil {
 		return fmt.Errorf("hash buckets: %w", err)
 	}
