@@ -32,9 +32,10 @@ lint:
 demo: deps build
 	./$(BIN) demo
 
-## bench: benchmarks that print figures against native logical replication
+## bench: benchmarks that print figures against native PostgreSQL tools, and the broker's throughput
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+	$(GO) test -run '^$$' -bench ProduceConsume -benchtime 500000x ./internal/broker
 
 clean:
 	rm -rf bin .cache/demo
