@@ -142,7 +142,7 @@ func (s *Service) session(ctx context.Context) error {
 	}
 	topic := s.cfg.Topic
 	if topic == "" {
-		topic = s.cfg.TopicPrefix + "-pg" + strconv.Itoa(src.major)
+		topic = s.cfg.TopicPrefix + "-pg" + strconv.Itoa(src.Major)
 	}
 	slot := SlotName(s.cfg.Cluster)
 	log := s.log.With("slot", slot, "topic", topic)
@@ -159,8 +159,8 @@ func (s *Service) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if tail != nil && tail.system != "" && tail.system != src.systemID {
-		return &TopicMismatchError{Topic: topic, TopicSystem: tail.system, SourceSystem: src.systemID}
+	if tail != nil && tail.system != "" && tail.system != src.SystemID {
+		return &TopicMismatchError{Topic: topic, TopicSystem: tail.system, SourceSystem: src.SystemID}
 	}
 	if src.slotMissing {
 		if tail != nil {
@@ -179,17 +179,17 @@ func (s *Service) session(ctx context.Context) error {
 		return err
 	}
 	defer repl.Close(context.Background())
-	err = pglogrepl.StartReplication(ctx, repl, slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(src.major)})
+	err = pglogrepl.StartReplication(ctx, repl, slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(src.Major)})
 	if err != nil {
 		return slotErr(slot, fmt.Errorf("start replication from slot %s: %w", slot, err))
 	}
 	tracker := newAckTracker(src.confirmed)
 	s.tracker.Store(tracker)
 	st := &stream{
-		svc: s, log: log, topic: topic, system: src.systemID, conn: conn, repl: repl, pub: s.pub,
+		svc: s, log: log, topic: topic, system: src.SystemID, conn: conn, repl: repl, pub: s.pub,
 		tracker: tracker, resume: newResume(tail), dec: newDecoder(typeNamer(conn), OriginPrefix),
 	}
-	log.Info("streaming", "from", src.confirmed, "pg_major", src.major, "resume_after", tail)
+	log.Info("streaming", "from", src.confirmed, "pg_major", src.Major, "resume_after", tail)
 	s.setState("streaming")
 	return st.run(ctx)
 }

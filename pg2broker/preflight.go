@@ -12,11 +12,16 @@ import (
 // minMajor is the oldest PostgreSQL whose pgoutput has what capture needs.
 const minMajor = 11
 
-// source is what preflight learned about the source cluster.
+// SourceInfo is what the checks learned about a source cluster.
+type SourceInfo struct {
+	Major    int
+	SystemID string
+	Database string
+}
+
+// source is what preflight learned about the source cluster and its slot.
 type source struct {
-	major    int
-	systemID string
-	database string
+	SourceInfo
 	// confirmed is the slot's confirmed_flush_lsn: where streaming resumes.
 	confirmed pglogrepl.LSN
 	// slotMissing says the slot does not exist yet and may be created
@@ -25,37 +30,47 @@ type source struct {
 }
 
 // preflight checks everything capture depends on, in the order that makes
-// the first failure the most useful, and creates publication and slot when
+// the first failure the most useful, and creates the publication when
 // cfg.CreateSlot asks for it.
 func preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (source, error) {
-	var src source
-	var versionNum int
-	var walLevel, encoding string
-	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
-		current_setting('server_encoding'), (SELECT system_identifier::text FROM pg_control_system()), current_database()`).
-		Scan(&versionNum, &walLevel, &encoding, &src.systemID, &src.database)
+	info, err := PrepareSource(ctx, conn, cfg.CreateSlot)
+	src := source{SourceInfo: info}
 	if err != nil {
-		return src, fmt.Errorf("preflight: read server settings: %w", err)
-	}
-	src.major = versionNum / 10000
-	if src.major < minMajor {
-		return src, &PreflightError{Check: "version", Detail: fmt.Sprintf("PostgreSQL %d is older than %d", src.major, minMajor)}
-	}
-	if walLevel != "logical" {
-		return src, &PreflightError{Check: "wal_level", Detail: fmt.Sprintf("wal_level is %q, logical decoding needs logical",
-			walLevel), Fix: "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"}
-	}
-	if encoding != "UTF8" {
-		return src, &PreflightError{Check: "encoding", Detail: fmt.Sprintf("server_encoding is %s; events carry text values as UTF-8 JSON, so only UTF8 databases are captured losslessly", encoding)}
-	}
-	if err := checkReplicaIdentity(ctx, conn); err != nil {
-		return src, err
-	}
-	if err := ensurePublication(ctx, conn, src.major, cfg.CreateSlot); err != nil {
 		return src, err
 	}
 	src.confirmed, src.slotMissing, err = readSlot(ctx, conn, src, SlotName(cfg.Cluster), cfg.CreateSlot)
 	return src, err
+}
+
+// PrepareSource checks what capture needs of a source (version, wal_level,
+// encoding, a replica identity on every table) and makes sure the
+// publication exists, creating it when create is set. `pgtandem init` calls
+// it before it creates the slot.
+func PrepareSource(ctx context.Context, conn *pgx.Conn, create bool) (SourceInfo, error) {
+	var info SourceInfo
+	var versionNum int
+	var walLevel, encoding string
+	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
+		current_setting('server_encoding'), (SELECT system_identifier::text FROM pg_control_system()), current_database()`).
+		Scan(&versionNum, &walLevel, &encoding, &info.SystemID, &info.Database)
+	if err != nil {
+		return info, fmt.Errorf("preflight: read server settings: %w", err)
+	}
+	info.Major = versionNum / 10000
+	if info.Major < minMajor {
+		return info, &PreflightError{Check: "version", Detail: fmt.Sprintf("PostgreSQL %d is older than %d", info.Major, minMajor)}
+	}
+	if walLevel != "logical" {
+		return info, &PreflightError{Check: "wal_level", Detail: fmt.Sprintf("wal_level is %q, logical decoding needs logical",
+			walLevel), Fix: "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"}
+	}
+	if encoding != "UTF8" {
+		return info, &PreflightError{Check: "encoding", Detail: fmt.Sprintf("server_encoding is %s; events carry text values as UTF-8 JSON, so only UTF8 databases are captured losslessly", encoding)}
+	}
+	if err := checkReplicaIdentity(ctx, conn); err != nil {
+		return info, err
+	}
+	return info, ensurePublication(ctx, conn, info.Major, create)
 }
 
 // checkReplicaIdentity lists every table whose UPDATE/DELETE a FOR ALL
@@ -116,7 +131,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, major int, create bo
 // slot is an error unless it may be created.
 func readSlot(ctx context.Context, conn *pgx.Conn, src source, slot string, mayCreate bool) (pglogrepl.LSN, bool, error) {
 	status := "NULL::text"
-	if src.major >= 13 {
+	if src.Major >= 13 {
 		status = "wal_status"
 	}
 	var plugin, database, walStatus, confirmed *string
@@ -134,8 +149,8 @@ func readSlot(ctx context.Context, conn *pgx.Conn, src source, slot string, mayC
 	switch {
 	case plugin == nil || *plugin != "pgoutput":
 		return 0, false, &SlotError{Slot: slot, Reason: fmt.Sprintf("is not a pgoutput logical slot (plugin %s)", deref(plugin))}
-	case database == nil || *database != src.database:
-		return 0, false, &SlotError{Slot: slot, Reason: fmt.Sprintf("belongs to database %s, not %s", deref(database), src.database)}
+	case database == nil || *database != src.Database:
+		return 0, false, &SlotError{Slot: slot, Reason: fmt.Sprintf("belongs to database %s, not %s", deref(database), src.Database)}
 	case walStatus != nil && *walStatus == "lost":
 		return 0, false, &SlotError{Slot: slot, Reason: "is invalidated (wal_status lost): PostgreSQL removed WAL it still needed; the target must be synchronised again with pgtandem init"}
 	case confirmed == nil:

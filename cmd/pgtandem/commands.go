@@ -111,23 +111,6 @@ func newPg2brokerCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func newInitCmd(a *app) *cobra.Command {
-	var d direction
-	cmd := &cobra.Command{
-		Use:   "init --from CLUSTER --to CLUSTER",
-		Short: "Create slot and publication and make the initial copy (or record a clone's handoff LSN)",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := d.check(a, true); err != nil {
-				return err
-			}
-			return &errNotImplemented{"init", "issue 6"}
-		},
-	}
-	d.flags(cmd, true)
-	return cmd
-}
-
 func newDemoCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "demo",

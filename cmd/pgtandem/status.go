@@ -1,16 +1,176 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/config"
+	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
+// clusterStatus is the capture side of one cluster.
+type clusterStatus struct {
+	Cluster      string `json:"cluster"`
+	Slot         string `json:"slot"`
+	ConfirmedLSN string `json:"confirmed_lsn,omitempty"`
+	LagBytes     *int64 `json:"lag_bytes,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+// directionStatus is the apply side of one source → target pair.
+type directionStatus struct {
+	From           string   `json:"from"`
+	To             string   `json:"to"`
+	Topic          string   `json:"topic"`
+	AppliedLSN     string   `json:"applied_lsn"`
+	LastCommitTime string   `json:"last_commit_time,omitempty"`
+	LagSeconds     *float64 `json:"lag_seconds,omitempty"`
+	Backlog        *int64   `json:"backlog,omitempty"`
+	BacklogError   string   `json:"backlog_error,omitempty"`
+	Blocked        string   `json:"blocked,omitempty"`
+}
+
+type statusReport struct {
+	Clusters   []clusterStatus   `json:"clusters"`
+	Directions []directionStatus `json:"directions"`
+}
+
 func newStatusCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show slot positions, apply progress, lag and blocked reasons of every cluster and direction",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return &errNotImplemented{"status", "issue 5"}
+		Long: `status connects to every configured cluster and shows, per cluster, the position of its
+capture slot (pgtandem_<cluster>) and how far it lags, and per direction (a target holding
+pgtandem.apply_progress rows of a source) the last applied LSN, the lag from source commit to
+target commit, the topic backlog of the subscription (from pulsar.admin-url) and why the apply is
+blocked, if it is. It exits 1 when a cluster could not be read.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			report, err := collectStatus(cmd.Context(), a.cfg)
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				if encErr := enc.Encode(report); encErr != nil {
+					return encErr
+				}
+			} else {
+				printStatus(a.stdout, report)
+			}
+			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+// collectStatus reads every cluster; a cluster that cannot be read is
+// reported in its row and in the returned error, the others still are.
+func collectStatus(ctx context.Context, cfg config.Config) (statusReport, error) {
+	report := statusReport{Clusters: []clusterStatus{}, Directions: []directionStatus{}}
+	names := make([]string, 0, len(cfg.Clusters))
+	for name := range cfg.Clusters {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var errs []error
+	for _, name := range names {
+		cs, dirs, err := clusterState(ctx, cfg, name)
+		if err != nil {
+			cs.Error = err.Error()
+			errs = append(errs, fmt.Errorf("cluster %s: %w", name, err))
+		}
+		report.Clusters = append(report.Clusters, cs)
+		report.Directions = append(report.Directions, dirs...)
+	}
+	return report, errors.Join(errs...)
+}
+
+func clusterState(ctx context.Context, cfg config.Config, name string) (clusterStatus, []directionStatus, error) {
+	cs := clusterStatus{Cluster: name, Slot: pg2broker.SlotName(name)}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, cfg.Clusters[name].DSN.ConnString())
+	if err != nil {
+		return cs, nil, errors.New(config.Redact(err.Error(), cfg.Clusters[name].DSN.ConnString()))
+	}
+	defer conn.Close(context.Background())
+	var confirmed *string
+	var lag *int64
+	err = conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, cs.Slot).Scan(&confirmed, &lag)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		cs.Slot += " (none)"
+	case err != nil:
+		return cs, nil, fmt.Errorf("read slot %s: %w", cs.Slot, err)
+	case confirmed != nil:
+		cs.ConfirmedLSN, cs.LagBytes = *confirmed, lag
+	}
+	progress, err := broker2pg.ReadProgress(ctx, conn)
+	if err != nil {
+		return cs, nil, err
+	}
+	var dirs []directionStatus
+	for _, p := range progress {
+		d := directionStatus{From: p.Source, To: name, Topic: p.Topic, AppliedLSN: p.CommitLSN.String(), Blocked: p.BlockedReason}
+		if !p.CommitTime.IsZero() && p.CommitTime.Unix() != 0 {
+			d.LastCommitTime = p.CommitTime.UTC().Format(time.RFC3339Nano)
+			lag := p.AppliedAt.Sub(p.CommitTime).Seconds()
+			d.LagSeconds = &lag
+		}
+		if backlog, err := broker2pg.TopicBacklog(ctx, cfg.Pulsar.AdminURL, p.Topic, broker2pg.SubscriptionName(name)); err != nil {
+			d.BacklogError = err.Error()
+		} else {
+			d.Backlog = &backlog
+		}
+		dirs = append(dirs, d)
+	}
+	return cs, dirs, nil
+}
+
+func printStatus(w io.Writer, r statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tSLOT\tCONFIRMED LSN\tLAG BYTES\tERROR")
+	for _, c := range r.Clusters {
+		lag := "-"
+		if c.LagBytes != nil {
+			lag = fmt.Sprint(*c.LagBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Cluster, c.Slot, dash(c.ConfirmedLSN), lag, dash(c.Error))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "FROM\tTO\tAPPLIED LSN\tLAG SECONDS\tBACKLOG\tBLOCKED")
+	for _, d := range r.Directions {
+		lag, backlog := "-", "?"
+		if d.LagSeconds != nil {
+			lag = fmt.Sprintf("%.3f", *d.LagSeconds)
+		}
+		if d.Backlog != nil {
+			backlog = fmt.Sprint(*d.Backlog)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.From, d.To, d.AppliedLSN, lag, backlog, dash(strings.ReplaceAll(d.Blocked, "\n", " ")))
+	}
+	if len(r.Directions) == 0 {
+		fmt.Fprintln(tw, "(no target holds pgtandem.apply_progress yet)")
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -63,6 +63,9 @@ type Pulsar struct {
 	// from a file instead (preferred: it keeps the token out of the config).
 	AuthToken     Secret `mapstructure:"auth-token"`
 	AuthTokenFile string `mapstructure:"auth-token-file"`
+	// AdminURL is the broker's HTTP admin API, read for topic backlogs
+	// (`pgtandem status`, broker2pg's backlog metric).
+	AdminURL string `mapstructure:"admin-url"`
 }
 
 // Broker configures `pgtandem broker serve`, the single-node Pulsar-protocol
@@ -102,6 +105,7 @@ func Default() Config {
 		Pulsar: Pulsar{
 			URL:         "pulsar://127.0.0.1:6650",
 			TopicPrefix: "persistent://public/default/pgtandem",
+			AdminURL:    "http://127.0.0.1:8080",
 		},
 		Broker: Broker{
 			Listen:         "127.0.0.1:6650",
@@ -152,6 +156,9 @@ func (c Config) Validate() error {
 	}
 	if err := validateTopic(c.Pulsar.TopicPrefix); err != nil {
 		errs = append(errs, &Error{"pulsar.topic-prefix", err.Error()})
+	}
+	if err := validateAdminURL(c.Pulsar.AdminURL); err != nil {
+		errs = append(errs, &Error{"pulsar.admin-url", err.Error()})
 	}
 	if c.Pulsar.AuthToken != "" && c.Pulsar.AuthTokenFile != "" {
 		errs = append(errs, &Error{"pulsar.auth-token", "set either pulsar.auth-token or pulsar.auth-token-file, not both"})
@@ -248,6 +255,17 @@ func validatePulsarURL(raw string) error {
 	}
 	if u.Path != "" && u.Path != "/" {
 		return fmt.Errorf("%q: unexpected path %q", u.Redacted(), u.Path)
+	}
+	return nil
+}
+
+func validateAdminURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http:// or https:// URL", raw)
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials")
 	}
 	return nil
 }

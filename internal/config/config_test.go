@@ -13,6 +13,7 @@ func TestKeyForEnv(t *testing.T) {
 		"PGTANDEM_PULSAR_TOPIC_PREFIX":     "pulsar.topic-prefix",
 		"PGTANDEM_BROKER_MAX_MESSAGE_SIZE": "broker.max-message-size",
 		"PGTANDEM_LOG_LEVEL":               "log.level",
+		"PGTANDEM_PULSAR_ADMIN_URL":        "pulsar.admin-url",
 	}
 	for env, want := range cases {
 		got, ok := KeyForEnv(env)
@@ -37,6 +38,7 @@ func TestValidateCollectsEveryError(t *testing.T) {
 	cfg := Default()
 	cfg.Clusters = map[string]Cluster{"Old": {DSN: "postgres://a@h/db"}, "new": {}}
 	cfg.Pulsar.URL = "pulsar://h:99999"
+	cfg.Pulsar.AdminURL = "pulsar://h:8080"
 	cfg.Broker.MaxMessageSize = 10
 	err := cfg.Validate()
 	var keys []string
@@ -47,7 +49,7 @@ func TestValidateCollectsEveryError(t *testing.T) {
 		}
 		keys = append(keys, ce.Key)
 	}
-	want := "clusters.Old clusters.new.dsn pulsar.url broker.max-message-size"
+	want := "clusters.Old clusters.new.dsn pulsar.url pulsar.admin-url broker.max-message-size"
 	if strings.Join(keys, " ") != want {
 		t.Fatalf("error keys = %v, want %s", keys, want)
 	}

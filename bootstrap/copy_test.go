@@ -1,0 +1,212 @@
+package bootstrap_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtandem/pgtandem/bootstrap"
+	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
+	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
+	"github.com/pgtandem/pgtandem/verify"
+)
+
+const schema = `
+CREATE EXTENSION hstore;
+CREATE EXTENSION citext;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE accounts (id bigserial PRIMARY KEY, owner citext, balance numeric(20,2), tags text[], meta hstore, m mood);
+CREATE TABLE pairs (a int, b text, v jsonb, PRIMARY KEY (a, b));
+CREATE TABLE journal (at timestamptz, what text);
+ALTER TABLE journal REPLICA IDENTITY FULL;
+CREATE TABLE part (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE part_eu PARTITION OF part FOR VALUES IN ('eu');
+CREATE TABLE part_us PARTITION OF part FOR VALUES IN ('us');
+CREATE TABLE gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, a int, b int GENERATED ALWAYS AS (a * 2) STORED);
+CREATE TABLE "Odd ""Name""" ("select" int PRIMARY KEY, "Value" text);
+CREATE INDEX accounts_owner ON accounts (owner);
+CREATE TABLE marker (id int PRIMARY KEY);
+INSERT INTO accounts (owner, balance, tags, meta, m) SELECT 'Owner' || g, g * 1.25, ARRAY['a', NULL, 'c,d'], 'k=>v', 'ok' FROM generate_series(1, 20000) g;
+INSERT INTO pairs SELECT g % 50, 'k' || g, jsonb_build_object('g', g) FROM generate_series(1, 2000) g;
+INSERT INTO journal SELECT '2026-01-01'::timestamptz + g * interval '1 minute', 'dup' FROM generate_series(1, 300) g;
+INSERT INTO journal SELECT '2026-01-01', 'dup' FROM generate_series(1, 3);
+INSERT INTO part SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 1000) g;
+INSERT INTO gen (a) SELECT g FROM generate_series(1, 100) g;
+INSERT INTO "Odd ""Name""" VALUES (1, 'x');
+`
+
+func logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// TestCopyThenStream: init copies while a write load runs on the source,
+// then capture and apply take over from the handoff LSN, and verify finds
+// both clusters equal: no gap, nothing applied twice.
+func TestCopyThenStream(t *testing.T) {
+	for _, major := range []int{15, 13} {
+		t.Run(fmt.Sprintf("pg%d-to-17", major), func(t *testing.T) {
+			t.Parallel()
+			testCopyThenStream(t, major)
+		})
+	}
+}
+
+func testCopyThenStream(t *testing.T, major int) {
+	ctx := context.Background()
+	src, dst := pgtest.Start(t, major), pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	if _, err := pgtest.Connect(t, src, "postgres").Exec(ctx, schema); err != nil {
+		t.Fatal(err)
+	}
+	topic := fmt.Sprintf("persistent://public/default/init-pg%d", major)
+
+	stopLoad := load(t, src)
+	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), TargetDSN: dst.DSN("postgres"), Topic: topic, Jobs: 3}
+	res, err := bootstrap.Copy(ctx, cfg, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.HandoffLSN == 0 || len(res.Tables) < 8 {
+		t.Fatalf("init result: %+v", res)
+	}
+	// A second init refuses: the slot exists and the target is not empty.
+	var se *bootstrap.SlotExistsError
+	if _, err := bootstrap.Copy(ctx, cfg, logger()); !errors.As(err, &se) {
+		t.Fatalf("second init: %v, want SlotExistsError", err)
+	}
+
+	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
+		c := pg2broker.DefaultConfig()
+		c.Cluster, c.DSN, c.Topic, c.PulsarURL = "old", src.DSN("postgres"), topic, b.URL()
+		return pg2broker.New(c, logger(), tel)
+	})
+	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
+		c := broker2pg.DefaultConfig()
+		c.Source, c.Target, c.TargetDSN, c.SourceDSN, c.Topic, c.PulsarURL = "old", "new", dst.DSN("postgres"), src.DSN("postgres"), topic, b.URL()
+		return broker2pg.New(c, logger(), tel)
+	})
+	time.Sleep(2 * time.Second) // the load keeps running across the handoff
+	stopLoad()
+	waitMarker(t, src, dst)
+
+	vcfg := verify.DefaultConfig()
+	vcfg.SourceDSN, vcfg.TargetDSN = src.DSN("postgres"), dst.DSN("postgres")
+	report, err := verify.Run(ctx, vcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !report.Equal() {
+		for _, tr := range report.Tables {
+			if tr.Status != verify.StatusEqual {
+				t.Errorf("%s: %d source rows, %d target rows, rows %+v", tr.Table, tr.SourceRows, tr.TargetRows, tr.Rows)
+			}
+		}
+		t.Fatalf("clusters differ after init + streaming: schema %+v", report.Schema)
+	}
+	// The sequence continues where the source's was at the snapshot or later.
+	var srcSeq, dstSeq int64
+	_ = pgtest.Connect(t, src, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&srcSeq)
+	_ = pgtest.Connect(t, dst, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&dstSeq)
+	if dstSeq < 20000 || dstSeq > srcSeq {
+		t.Fatalf("target sequence at %d, source at %d", dstSeq, srcSeq)
+	}
+}
+
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+func runService(t *testing.T, build func(*telemetry.Telemetry) (runner, error)) {
+	t.Helper()
+	tel, err := telemetry.New("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := build(tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("service: %v", err)
+		}
+	})
+}
+
+// load writes to every table until stopped: inserts, updates (also of
+// keys), deletes, so that changes before, during and after the snapshot
+// must all land exactly once.
+func load(t *testing.T, srv *pglocal.Server) (stop func()) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var loadErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer conn.Close(context.Background())
+		for i := 1; ctx.Err() == nil; i++ {
+			_, err := conn.Exec(context.Background(), fmt.Sprintf(`
+				INSERT INTO accounts (owner, balance, tags, m) VALUES ('new%[1]d', %[1]d, ARRAY['x'], 'happy');
+				UPDATE accounts SET balance = balance + 1 WHERE id = %[1]d %% 20000 + 1;
+				UPDATE pairs SET a = a + 100 WHERE a = %[1]d %% 50 AND b = 'k' || %[1]d;
+				DELETE FROM journal WHERE ctid = (SELECT min(ctid) FROM journal WHERE what = 'dup' AND at > '2026-01-01');
+				INSERT INTO journal VALUES ('2026-02-01', 'load %[1]d');
+				UPDATE part SET region = 'eu' WHERE id = %[1]d AND region = 'us';
+				INSERT INTO gen (a) VALUES (%[1]d);`, i))
+			if err != nil {
+				loadErr = err
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+		if loadErr != nil {
+			t.Fatalf("load: %v", loadErr)
+		}
+	}
+}
+
+// waitMarker writes a marker row on the source and waits until it arrives
+// on the target: everything committed before it has been applied.
+func waitMarker(t *testing.T, src, dst *pglocal.Server) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := pgtest.Connect(t, src, "postgres").Exec(ctx, `INSERT INTO marker VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	conn := pgtest.Connect(t, dst, "postgres")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM marker`).Scan(&n); err == nil && n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("marker row did not reach the target within 2 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

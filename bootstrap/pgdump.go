@@ -1,0 +1,70 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// dumpTools are a pg_dump and the pg_restore beside it.
+type dumpTools struct {
+	pgDump, pgRestore string
+	major             int
+}
+
+// ToolsNotFoundError reports that no pg_dump new enough for the source was
+// found: an older pg_dump cannot read a newer server's catalogs.
+type ToolsNotFoundError struct {
+	SourceMajor int
+	Searched    []string
+}
+
+func (e *ToolsNotFoundError) Error() string {
+	return fmt.Sprintf("no pg_dump of major %d or newer found (searched %s): install the PostgreSQL %d client tools or pass --pg-dump PATH",
+		e.SourceMajor, strings.Join(e.Searched, ", "), e.SourceMajor)
+}
+
+var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)`)
+
+// findDumpTools returns a pg_dump whose major is at least the source's:
+// the one named, else the newest under /usr/lib/postgresql, else the one on
+// PATH.
+func findDumpTools(ctx context.Context, named string, sourceMajor int) (dumpTools, error) {
+	var candidates []string
+	if named != "" {
+		candidates = append(candidates, named)
+	} else {
+		dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_dump")
+		// Newest first: the newest pg_dump reads every older server.
+		for i := len(dirs) - 1; i >= 0; i-- {
+			candidates = append(candidates, dirs[i])
+		}
+		if p, err := exec.LookPath("pg_dump"); err == nil {
+			candidates = append(candidates, p)
+		}
+	}
+	for _, path := range candidates {
+		out, err := exec.CommandContext(ctx, path, "--version").Output()
+		if err != nil {
+			continue
+		}
+		m := versionRE.FindSubmatch(out)
+		if m == nil {
+			continue
+		}
+		major, _ := strconv.Atoi(string(m[1]))
+		if major < sourceMajor {
+			continue
+		}
+		restore := filepath.Join(filepath.Dir(path), "pg_restore")
+		if _, err := exec.LookPath(restore); err != nil {
+			continue
+		}
+		return dumpTools{pgDump: path, pgRestore: restore, major: major}, nil
+	}
+	return dumpTools{}, &ToolsNotFoundError{SourceMajor: sourceMajor, Searched: candidates}
+}

@@ -1,0 +1,356 @@
+package broker2pg_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/internal/eventtest"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
+	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
+)
+
+// The load table has a key on the source and none on the target, so that a
+// transaction applied twice leaves duplicate rows instead of being absorbed
+// by ON CONFLICT.
+const (
+	loadSource = `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE load (txn int, i int, pad text, PRIMARY KEY (txn, i))`
+	loadTarget = `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE load (txn int, i int, pad text)`
+)
+
+// loadPair is a source and a target with the load schema, and a broker
+// into whose topic the source is captured.
+type loadPair struct {
+	srcSrv, dstSrv *pglocal.Server
+	src, dst       *pgx.Conn
+	broker         *brokertest.Broker
+	topic          string
+}
+
+func startLoadPair(t *testing.T, topic string, targetOpts ...pgtest.Option) loadPair {
+	t.Helper()
+	p := loadPair{broker: brokertest.Start(t), topic: topic}
+	p.srcSrv, p.src = start(t, 15)
+	p.dstSrv, p.dst = start(t, 17, targetOpts...)
+	exec(t, p.src, loadSource)
+	exec(t, p.dst, loadTarget)
+	capture(t, p.srcSrv, "src", p.broker.URL(), topic)
+	return p
+}
+
+// writeLoad commits numbered transactions into load until stop is called;
+// stop returns how many committed.
+func writeLoad(t *testing.T, srv *pglocal.Server) (stop func() int) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var committed int
+	var loadErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer conn.Close(context.Background())
+		for n := 1; ctx.Err() == nil; n++ {
+			rows := 1 + n%5
+			if n%50 == 0 {
+				rows = 2000
+			}
+			if _, err := conn.Exec(context.Background(), `INSERT INTO load SELECT $1, g, 'pad' FROM generate_series(1, $2) g`, n, rows); err != nil {
+				loadErr = err
+				return
+			}
+			committed = n
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return func() int {
+		cancel()
+		wg.Wait()
+		if loadErr != nil {
+			t.Fatal(loadErr)
+		}
+		return committed
+	}
+}
+
+// TestBlockedUntilSchemaFixed covers FAULTS 21: a missing column, then a
+// missing table, stop the apply with the object named in Ready and in
+// apply_progress, nothing past it applied or acknowledged; once fixed, the
+// apply continues by itself.
+func TestBlockedUntilSchemaFixed(t *testing.T) {
+	srcSrv, src := start(t, 15)
+	dstSrv, dst := start(t, 17)
+	b := brokertest.Start(t)
+	exec(t, src, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE wide (id int PRIMARY KEY, extra text); CREATE TABLE "Later" (id int PRIMARY KEY)`)
+	exec(t, dst, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE wide (id int PRIMARY KEY)`)
+	topic := "persistent://public/default/blocked"
+	capture(t, srcSrv, "src", b.URL(), topic)
+	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	waitMarker(t, src, dst, svc, 1)
+
+	exec(t, src, `INSERT INTO wide VALUES (1, 'needs the column')`)
+	exec(t, src, `INSERT INTO marker VALUES (2)`)
+	waitBlocked(t, svc, dst, `table "public"."wide" column "extra"`)
+	checkNotApplied(t, dst, 2)
+	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, broker2pg.SubscriptionName("dst")); err != nil || n == 0 {
+		t.Fatalf("backlog while blocked = %d, %v; want the blocked messages unacknowledged", n, err)
+	}
+	exec(t, dst, `ALTER TABLE wide ADD COLUMN extra text`)
+	waitMarker(t, src, dst, svc, 3)
+
+	exec(t, src, `INSERT INTO "Later" VALUES (1)`)
+	exec(t, src, `INSERT INTO marker VALUES (4)`)
+	waitBlocked(t, svc, dst, `table "public"."Later"`)
+	checkNotApplied(t, dst, 4)
+	exec(t, dst, `CREATE TABLE "Later" (id int PRIMARY KEY)`)
+	waitMarker(t, src, dst, svc, 5)
+	if err := eventtest.SameRows(src, dst, "wide", `"Later"`, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	var reason *string
+	if err := dst.QueryRow(context.Background(), `SELECT blocked_reason FROM pgtandem.apply_progress`).Scan(&reason); err != nil || reason != nil {
+		t.Fatalf("blocked_reason after the fix = %v, %v; want NULL", reason, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitBlocked(t *testing.T, svc *broker2pg.Service, dst *pgx.Conn, want string) {
+	t.Helper()
+	waitFor(t, time.Minute, "blocked on "+want, func() error {
+		err := svc.Ready()
+		if err == nil || !strings.HasPrefix(err.Error(), "blocked: ") || !strings.Contains(err.Error(), want) {
+			return fmt.Errorf("state %v", err)
+		}
+		var reason *string
+		if err := dst.QueryRow(context.Background(), `SELECT blocked_reason FROM pgtandem.apply_progress`).Scan(&reason); err != nil {
+			return err
+		}
+		if reason == nil || !strings.Contains(*reason, want) {
+			return fmt.Errorf("blocked_reason %v", reason)
+		}
+		return nil
+	})
+}
+
+func checkNotApplied(t *testing.T, dst *pgx.Conn, marker int) {
+	t.Helper()
+	var applied bool
+	if err := dst.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM marker WHERE n = $1)`, marker).Scan(&applied); err != nil || applied {
+		t.Fatalf("marker %d behind the blocked change applied: %v, %v", marker, applied, err)
+	}
+}
+
+// TestBlockedOnUndecodableMessage covers FAULTS 22: a message that is not an
+// event stops the apply, which names its message id and applies nothing
+// after it.
+func TestBlockedOnUndecodableMessage(t *testing.T) {
+	srcSrv, src := start(t, 17)
+	dstSrv, dst := start(t, 17)
+	b := brokertest.Start(t)
+	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
+	topic := "persistent://public/default/garbage"
+	stopCapture := capture(t, srcSrv, "src", b.URL(), topic)
+	svc, _ := apply(t, dstSrv, b.URL(), topic)
+	waitMarker(t, src, dst, svc, 1)
+	if err := stopCapture(); err != nil {
+		t.Fatal(err)
+	}
+
+	client, err := pulsarclient.New(pulsarclient.Options{URL: b.URL(), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	producer, err := client.CreateProducer(pulsar.ProducerOptions{Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var system string
+	if err := src.QueryRow(context.Background(), `SELECT system_identifier::text FROM pg_control_system()`).Scan(&system); err != nil {
+		t.Fatal(err)
+	}
+	// Properties that let the capture resume after it; the payload is cut.
+	props := map[string]string{event.PropLSN: "0/1", event.PropSeq: "0", event.PropSystem: system}
+	id, err := producer.Send(context.Background(), &pulsar.ProducerMessage{Payload: []byte(`{"v":1,"kind":"insert"`), Properties: props})
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer.Close()
+	capture(t, srcSrv, "src", b.URL(), topic)
+	exec(t, src, `INSERT INTO marker VALUES (2)`)
+	waitFor(t, time.Minute, "blocked on the undecodable message", func() error {
+		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "message "+id.String()) {
+			return fmt.Errorf("state %v, want blocked at message %s", err, id)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	checkNotApplied(t, dst, 2)
+}
+
+// TestIdentityMismatchRefuses covers the stored source identity: a target
+// whose apply_progress belongs to another source system refuses to apply.
+func TestIdentityMismatchRefuses(t *testing.T) {
+	srcSrv, src := start(t, 15)
+	dstSrv, dst := start(t, 17)
+	b := brokertest.Start(t)
+	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
+	topic := "persistent://public/default/identity"
+	capture(t, srcSrv, "src", b.URL(), topic)
+	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	waitMarker(t, src, dst, svc, 1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dst, `UPDATE pgtandem.apply_progress SET source_system = '42'`)
+	exec(t, src, `INSERT INTO marker VALUES (2)`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := newApply(t, dstSrv, b.URL(), topic).Run(ctx)
+	var ie *broker2pg.IdentityError
+	if !errors.As(err, &ie) || !broker2pg.IsFatal(err) || ie.StoredSystem != "42" {
+		t.Fatalf("Run = %v, want an IdentityError", err)
+	}
+	checkNotApplied(t, dst, 2)
+}
+
+// TestTwoReplicasApplyOnce covers FAULTS 23: two broker2pg on one
+// subscription; only the active one applies; when it stops under load the
+// standby takes over, and no transaction is applied twice.
+func TestTwoReplicasApplyOnce(t *testing.T) {
+	p := startLoadPair(t, "persistent://public/default/replicas")
+	srcSrv, src, dstSrv, dst, b, topic := p.srcSrv, p.src, p.dstSrv, p.dst, p.broker, p.topic
+	first, stopFirst := apply(t, dstSrv, b.URL(), topic)
+	waitMarker(t, src, dst, first, 1)
+	second, _ := apply(t, dstSrv, b.URL(), topic)
+	time.Sleep(time.Second)
+	if err := second.Ready(); err == nil || !strings.HasPrefix(err.Error(), "standby") {
+		t.Fatalf("second replica: %v, want standby", err)
+	}
+	stopLoad := writeLoad(t, srcSrv)
+	time.Sleep(2 * time.Second)
+	if err := stopFirst(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	txns := stopLoad()
+	waitMarker(t, src, dst, second, 2)
+	if err := eventtest.SameRows(src, dst, "load"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d transactions applied once across the switch of replicas", txns)
+}
+
+// TestTargetKilledWithAsyncCommit covers FAULTS 5: the target runs with
+// synchronous_commit = off and is killed under load; nothing the target
+// lost was acknowledged, and nothing is applied twice.
+func TestTargetKilledWithAsyncCommit(t *testing.T) {
+	p := startLoadPair(t, "persistent://public/default/target-kill", pgtest.WithSetting("synchronous_commit", "off"))
+	srcSrv, src, dstSrv, dst, b, topic := p.srcSrv, p.src, p.dstSrv, p.dst, p.broker, p.topic
+	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	waitMarker(t, src, dst, svc, 1)
+	stopLoad := writeLoad(t, srcSrv)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		time.Sleep(1500 * time.Millisecond)
+		if err := dstSrv.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := dstSrv.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txns := stopLoad()
+	dst = pgtest.Connect(t, dstSrv, "postgres")
+	waitMarker(t, src, dst, svc, 2)
+	if err := eventtest.SameRows(src, dst, "load"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d transactions, 3 kills of the target: applied exactly once", txns)
+}
+
+// TestOriginsNotRecaptured checks that what broker2pg applies into B is not
+// captured by B's own pg2broker: on PostgreSQL 15 through the Origin message,
+// on 17 through origin 'none'.
+func TestOriginsNotRecaptured(t *testing.T) {
+	for _, pair := range [][2]int{{17, 15}, {15, 17}} {
+		t.Run(fmt.Sprintf("into-pg%d", pair[1]), func(t *testing.T) {
+			t.Parallel()
+			aSrv, a := start(t, pair[0])
+			bSrv, bConn := start(t, pair[1])
+			br := brokertest.Start(t)
+			bothSides(t, a, bConn, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE local_b (id int PRIMARY KEY)`)
+			topicA := "persistent://public/default/origin-a"
+			topicB := "persistent://public/default/origin-b"
+			capture(t, aSrv, "src", br.URL(), topicA)
+			capture(t, bSrv, "dst", br.URL(), topicB)
+			svc, _ := apply(t, bSrv, br.URL(), topicA)
+			waitMarker(t, a, bConn, svc, 1)
+			exec(t, a, `INSERT INTO marker SELECT generate_series(2, 100)`)
+			waitMarker(t, a, bConn, svc, 101)
+			exec(t, bConn, `INSERT INTO local_b VALUES (1)`)
+			txns := eventtest.ReadTxns(t, br.URL(), topicB, 1, time.Minute)
+			if len(txns) != 1 || txns[0].Changes[0].Table != "local_b" {
+				for _, tx := range txns {
+					t.Logf("captured on B: %s.%s (%d changes)", tx.Changes[0].Schema, tx.Changes[0].Table, len(tx.Changes))
+				}
+				t.Fatalf("B's topic holds %d transactions, want only B's own one", len(txns))
+			}
+		})
+	}
+}
+
+// TestStartAfterLSN covers a target cloned from a physical copy: it already
+// holds what committed up to the clone's LSN, and broker2pg started with
+// StartAfterLSN applies only what came after (the target's table has no key,
+// so a transaction applied again would show as duplicates).
+func TestStartAfterLSN(t *testing.T) {
+	p := startLoadPair(t, "persistent://public/default/clone")
+	src, dstSrv, dst, b, topic := p.src, p.dstSrv, p.dst, p.broker, p.topic
+	for n := 1; n <= 10; n++ {
+		exec(t, src, `INSERT INTO load SELECT $1, g, 'before' FROM generate_series(1, 3) g`, n)
+	}
+	var clone string
+	if err := src.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&clone); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, dst, `INSERT INTO load SELECT n, g, 'before' FROM generate_series(1, 10) n, generate_series(1, 3) g`)
+	for n := 11; n <= 20; n++ {
+		exec(t, src, `INSERT INTO load SELECT $1, g, 'after' FROM generate_series(1, 3) g`, n)
+	}
+	lsn, err := pglogrepl.ParseLSN(clone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, stop := apply(t, dstSrv, b.URL(), topic, func(c *broker2pg.Config) { c.StartAfterLSN = lsn })
+	waitMarker(t, src, dst, svc, 1)
+	if err := eventtest.SameRows(src, dst, "load"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,261 @@
+package broker2pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+)
+
+// Service is one apply: a source cluster's topic applied into a target.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	tel     *telemetry.Telemetry
+	metrics *metrics
+
+	// state is what /readyz and the logs tell: "applying" is ready,
+	// anything else ("standby", "blocked: ...") is not.
+	state   atomic.Pointer[string]
+	applied atomic.Uint64 // commit LSN of the last applied source transaction
+	lag     atomic.Int64  // nanoseconds, source commit to target commit
+	backlog atomic.Int64
+	blocked atomic.Bool
+	// topic is known once a session resolved it; the backlog poller reads it.
+	topic atomic.Pointer[string]
+}
+
+// New checks cfg and prepares the service; nothing connects until Run.
+func New(cfg Config, log *slog.Logger, tel *telemetry.Telemetry) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log.With("source", cfg.Source, "target", cfg.Target), tel: tel}
+	s.setState("starting")
+	m, err := newMetrics(tel.Meter, s)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+func (s *Service) setState(state string) { s.state.Store(&state) }
+
+// Ready reports nil while the service is the active applier and not blocked.
+func (s *Service) Ready() error {
+	if st := *s.state.Load(); st != "applying" {
+		return errors.New(st)
+	}
+	return nil
+}
+
+// Run applies until ctx ends (it then finishes the open target transaction
+// when it holds only whole source transactions, and returns nil) or a fatal
+// error stops it. A blocked apply is retried every BlockedRetry; other
+// failures with backoff. Every attempt starts from what the target holds.
+func (s *Service) Run(ctx context.Context) error {
+	client, err := pulsarclient.New(pulsarclient.Options{URL: s.cfg.PulsarURL, Token: s.cfg.PulsarToken, Log: s.log, Registerer: s.tel.Registry})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	var wg sync.WaitGroup
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer func() { stopPoll(); wg.Wait() }()
+	if s.cfg.AdminURL != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.pollBacklog(pollCtx) }()
+	}
+	backoff := 500 * time.Millisecond
+	lastBlocked := ""
+	for {
+		started := time.Now()
+		err := s.session(ctx, client)
+		if ctx.Err() != nil {
+			s.setState("stopped")
+			return nil
+		}
+		if err == nil {
+			return nil
+		}
+		if !IsBlocked(err) {
+			lastBlocked = ""
+		}
+		if IsFatal(err) {
+			s.setState("failed: " + err.Error())
+			return err
+		}
+		wait := backoff
+		if IsBlocked(err) {
+			s.blocked.Store(true)
+			s.setState("blocked: " + err.Error())
+			// Said once loudly, then quietly on every retry.
+			if err.Error() != lastBlocked {
+				s.log.Error("apply blocked; retrying until the target is fixed", "err", err, "every", s.cfg.BlockedRetry.String())
+			} else {
+				s.log.Debug("still blocked", "err", err)
+			}
+			lastBlocked = err.Error()
+			wait = s.cfg.BlockedRetry
+		} else {
+			if time.Since(started) > time.Minute {
+				backoff = 500 * time.Millisecond
+			}
+			s.setState("retrying: " + err.Error())
+			s.log.Warn("apply interrupted; retrying", "err", err, "in", backoff)
+			backoff = min(2*backoff, s.cfg.RetryMax)
+		}
+		select {
+		case <-ctx.Done():
+			s.setState("stopped")
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (s *Service) pollBacklog(ctx context.Context) {
+	ticker := time.NewTicker(5 * time.Second)
+	defer ticker.Stop()
+	for {
+		if topic := s.topic.Load(); topic != nil {
+			if n, err := TopicBacklog(ctx, s.cfg.AdminURL, *topic, SubscriptionName(s.cfg.Target)); err == nil {
+				s.backlog.Store(n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// session runs one connected attempt: target connection, topic, consumer,
+// apply loop.
+func (s *Service) session(ctx context.Context, client pulsar.Client) error {
+	s.setState("connecting")
+	conn, err := s.connectTarget(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	topic, err := s.resolveTopic(ctx, conn)
+	if err != nil {
+		return err
+	}
+	s.topic.Store(&topic)
+	log := s.log.With("topic", topic)
+	events := make(chan activeChange, 4)
+	consumer, err := client.Subscribe(pulsar.ConsumerOptions{
+		Topic:                       topic,
+		SubscriptionName:            SubscriptionName(s.cfg.Target),
+		Name:                        "pgtandem-broker2pg-" + s.cfg.Target + "-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		Type:                        pulsar.Failover,
+		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest,
+		ReceiverQueueSize:           s.cfg.ReceiverQueue,
+		EventListener:               activeListener(events),
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s to %s: %w", SubscriptionName(s.cfg.Target), topic, err)
+	}
+	defer consumer.Close()
+	s.setState("standby: waiting to become the active consumer of " + SubscriptionName(s.cfg.Target))
+	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, 1000)}
+	a.schema = newSchemaCache(conn, a.wait)
+	a.plan = newPlan(a.schema)
+	err = a.run(ctx, events)
+	if IsBlocked(err) && a.ready {
+		recordBlocked(context.Background(), conn, s.cfg.Source, err)
+	}
+	return err
+}
+
+// connectTarget opens the apply session with the settings PostgreSQL's own
+// apply worker uses: no triggers or foreign key checks (the source already
+// ran them), and writable even when applications are fenced out by
+// default_transaction_read_only.
+func (s *Service) connectTarget(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(s.cfg.TargetDSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse target DSN: %w", err)
+	}
+	cfg.RuntimeParams["session_replication_role"] = "replica"
+	cfg.RuntimeParams["default_transaction_read_only"] = "off"
+	cfg.RuntimeParams["application_name"] = "pgtandem broker2pg " + s.cfg.Source
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to target: %w", err)
+	}
+	// A commit the target may still lose must not be acknowledged to the
+	// broker: with synchronous_commit = off a crash of the target would
+	// drop transactions whose messages are gone from the subscription.
+	var syncCommit string
+	if err := conn.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&syncCommit); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("read synchronous_commit of the target: %w", err)
+	}
+	if syncCommit == "off" {
+		if _, err := conn.Exec(ctx, `SET synchronous_commit = local`); err != nil {
+			conn.Close(context.Background())
+			return nil, fmt.Errorf("set synchronous_commit: %w", err)
+		}
+	}
+	return conn, nil
+}
+
+// resolveTopic picks the configured topic, else the one the target recorded,
+// else <prefix>-pg<major of the source>.
+func (s *Service) resolveTopic(ctx context.Context, conn *pgx.Conn) (string, error) {
+	if s.cfg.Topic != "" {
+		return s.cfg.Topic, nil
+	}
+	if topic, err := storedTopic(ctx, conn, s.cfg.Source); err != nil || topic != "" {
+		return topic, err
+	}
+	src, err := pgx.Connect(ctx, s.cfg.SourceDSN)
+	if err != nil {
+		return "", fmt.Errorf("connect to source to learn its major (or set clusters.%s.topic): %w", s.cfg.Source, err)
+	}
+	defer src.Close(context.Background())
+	var num int
+	if err := src.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
+		return "", fmt.Errorf("read the source's version: %w", err)
+	}
+	return s.cfg.TopicPrefix + "-pg" + strconv.Itoa(num/10000), nil
+}
+
+// activeChange is a Failover notification: this consumer became the active
+// one (true) or a standby (false).
+type activeChange bool
+
+type activeListener chan activeChange
+
+func (l activeListener) BecameActive(pulsar.Consumer, string, int32)   { l.send(true) }
+func (l activeListener) BecameInactive(pulsar.Consumer, string, int32) { l.send(false) }
+
+// send never blocks the client's goroutine; only the latest change matters.
+func (l activeListener) send(v activeChange) {
+	for {
+		select {
+		case l <- v:
+			return
+		default:
+		}
+		select {
+		case <-l:
+		default:
+		}
+	}
+}
