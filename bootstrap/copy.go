@@ -23,6 +23,7 @@
 package bootstrap
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -64,6 +65,9 @@ type Config struct {
 	// PgDump is the pg_dump to use; empty finds one of the source's major
 	// or newer.
 	PgDump string
+	// Progress, when set, is told the bytes copied so far and the estimated
+	// total (the tables' on-disk size) while the copy runs.
+	Progress func(done, total int64)
 }
 
 // Validate checks the configuration.
@@ -239,11 +243,12 @@ func Copy(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 type sourceTable struct {
 	qualified string
 	id        string
+	size      int64 // on disk, an estimate of the bytes COPY moves
 }
 
 func listTables(ctx context.Context, conn *pgx.Conn) ([]sourceTable, error) {
 	rows, err := conn.Query(ctx, `
-		SELECT format('%I.%I', n.nspname, c.relname), n.nspname || '.' || c.relname
+		SELECT format('%I.%I', n.nspname, c.relname), n.nspname || '.' || c.relname, pg_table_size(c.oid)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'r' AND c.relpersistence = 'p'
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtandem') AND n.nspname NOT LIKE 'pg\_%'
@@ -253,7 +258,7 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]sourceTable, error) {
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (sourceTable, error) {
 		var t sourceTable
-		err := r.Scan(&t.qualified, &t.id)
+		err := r.Scan(&t.qualified, &t.id, &t.size)
 		return t, err
 	})
 }
@@ -279,12 +284,35 @@ func checkEmpty(ctx context.Context, conn *pgx.Conn, tables []sourceTable) error
 // Jobs at once, the largest first so the longest copy starts earliest.
 func copyTables(ctx context.Context, cfg Config, snapshot string, tables []sourceTable, log *slog.Logger) ([]TableCopy, error) {
 	results := make([]TableCopy, len(tables))
-	var copied atomic.Int64
+	var copied, bytes atomic.Int64
+	var total int64
+	for _, t := range tables {
+		total += t.size
+	}
+	if cfg.Progress != nil {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					cfg.Progress(bytes.Load(), max(total, bytes.Load()))
+					return
+				case <-tick.C:
+					cfg.Progress(bytes.Load(), max(total, bytes.Load()))
+				}
+			}
+		}()
+		defer func() { close(stop); <-done }()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cfg.Jobs)
 	for i, t := range tables {
 		g.Go(func() error {
-			r, err := copyTable(gctx, cfg, snapshot, t)
+			r, err := copyTable(gctx, cfg, snapshot, t, &bytes)
 			if err != nil {
 				return err
 			}
@@ -297,7 +325,7 @@ func copyTables(ctx context.Context, cfg Config, snapshot string, tables []sourc
 	return results, g.Wait()
 }
 
-func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable) (TableCopy, error) {
+func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, total *atomic.Int64) (TableCopy, error) {
 	started := time.Now()
 	res := TableCopy{Table: t.id}
 	src, err := pgconn.Connect(ctx, cfg.SourceDSN)
@@ -319,10 +347,17 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable) 
 		return res, err
 	}
 	pr, pw := io.Pipe()
-	counter := &countingWriter{w: pw}
+	// The source hands over one row per write; batching them keeps the pipe
+	// from switching goroutines per row and the target from getting one
+	// CopyData message per row.
+	buffered := bufio.NewWriterSize(pw, 256<<10)
+	counter := &countingWriter{w: buffered, total: total}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		_, err := src.CopyTo(gctx, counter, `COPY `+t.qualified+` TO STDOUT`)
+		if err == nil {
+			err = buffered.Flush()
+		}
 		pw.CloseWithError(err)
 		if err != nil {
 			return fmt.Errorf("init: copy %s out of the source: %w", t.id, err)
@@ -349,14 +384,17 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable) 
 	return res, nil
 }
 
+// countingWriter counts what passes, for the table and for the whole copy.
 type countingWriter struct {
-	w io.Writer
-	n atomic.Int64
+	w     io.Writer
+	n     atomic.Int64
+	total *atomic.Int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n.Add(int64(n))
+	c.total.Add(int64(n))
 	return n, err
 }
 

@@ -36,6 +36,7 @@ ended. A failed init drops the slot it created.`,
 			to, _ := a.cfg.Cluster(d.to)
 			cfg.Source, cfg.SourceDSN, cfg.TargetDSN = d.from, from.DSN.ConnString(), to.DSN.ConnString()
 			cfg.Topic, cfg.TopicPrefix = from.Topic, a.cfg.Pulsar.TopicPrefix
+			cfg.Progress = byteProgress(a.stderr, "init copy")
 			res, err := bootstrap.Copy(cmd.Context(), cfg, a.log)
 			if err != nil {
 				return err
