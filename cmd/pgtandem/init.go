@@ -5,6 +5,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/spf13/cobra"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
@@ -12,7 +13,8 @@ import (
 
 func newInitCmd(a *app) *cobra.Command {
 	var d direction
-	var mode string
+	var mode, slotLSN string
+	var finish bool
 	cfg := bootstrap.Config{Jobs: 4}
 	cmd := &cobra.Command{
 		Use:   "init --from CLUSTER --to CLUSTER",
@@ -23,19 +25,49 @@ func newInitCmd(a *app) *cobra.Command {
 after the data), creates the publication and the slot with an exported snapshot, copies every table
 inside that snapshot (--jobs at once), sets the sequences, and records the slot's consistent point in
 the target's pgtandem.apply_progress, so that pg2broker and broker2pg continue exactly where the copy
-ended. A failed init drops the slot it created.`,
+ended. A failed init drops the slot it created.
+
+--mode clone, for a target built from a physical copy of the source (disk snapshot or pg_basebackup,
+then pg_upgrade): creates publication and slot and prints the recovery settings that stop the copy at
+the slot's LSN; --finish --slot-lsn LSN on the promoted copy records the handoff. See
+docs/runbook-clone.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := d.check(a, true); err != nil {
 				return err
 			}
-			if mode != "copy" {
-				return fmt.Errorf("init --mode %s: only copy mode is in this build (clone mode lands with the rest of issue 6)", mode)
-			}
 			from, _ := a.cfg.Cluster(d.from)
 			to, _ := a.cfg.Cluster(d.to)
 			cfg.Source, cfg.SourceDSN, cfg.TargetDSN = d.from, from.DSN.ConnString(), to.DSN.ConnString()
 			cfg.Topic, cfg.TopicPrefix = from.Topic, a.cfg.Pulsar.TopicPrefix
+			switch {
+			case mode == "clone" && finish:
+				lsn, err := pglogrepl.ParseLSN(slotLSN)
+				if err != nil {
+					return fmt.Errorf("--slot-lsn %q is not an LSN like 16/B374D848 (init --mode clone printed it)", slotLSN)
+				}
+				if err := bootstrap.FinishClone(cmd.Context(), cfg, lsn); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "handoff recorded on %s: broker2pg applies the transactions of %s committed at or after %s\n", d.to, d.from, lsn)
+				fmt.Fprintf(a.stdout, "next: pgtandem pg2broker --from %s and pgtandem broker2pg --from %s --to %s\n", d.from, d.from, d.to)
+				return nil
+			case mode == "clone":
+				plan, err := bootstrap.PrepareClone(cmd.Context(), cfg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "created publication pgtandem and slot %s at %s on %s\n\n", plan.Slot, plan.SlotLSN, d.from)
+				fmt.Fprintf(a.stdout, "Recover the physical copy (taken before now) with these settings, so that it stops exactly there:\n\n")
+				for _, s := range plan.RecoverySettings {
+					fmt.Fprintf(a.stdout, "    %s\n", s)
+				}
+				fmt.Fprintf(a.stdout, "\nthen pg_upgrade it if its major changes, start it, and run:\n\n    pgtandem init --from %s --to %s --mode clone --finish --slot-lsn %s\n\n", d.from, d.to, plan.SlotLSN)
+				fmt.Fprintf(a.stdout, "The slot holds WAL on %s from now on: finish the clone, or drop it with SELECT pg_drop_replication_slot('%s').\n", d.from, plan.Slot)
+				return nil
+			case mode != "copy":
+				return fmt.Errorf("init --mode %q: want copy or clone", mode)
+			}
 			cfg.Progress = byteProgress(a.stderr, "init copy")
 			res, err := bootstrap.Copy(cmd.Context(), cfg, a.log)
 			if err != nil {
@@ -62,5 +94,7 @@ ended. A failed init drops the slot it created.`,
 	f.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "tables copied at once, and parallelism of the index build")
 	f.BoolVar(&cfg.AllowNonEmpty, "allow-nonempty", false, "copy into target tables that already hold rows")
 	f.StringVar(&cfg.PgDump, "pg-dump", "", "pg_dump to use (default: one of the source's major or newer)")
+	f.BoolVar(&finish, "finish", false, "clone mode, last step: record the handoff on the promoted copy")
+	f.StringVar(&slotLSN, "slot-lsn", "", "clone mode with --finish: the slot LSN the first step printed")
 	return cmd
 }

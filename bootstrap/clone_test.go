@@ -1,0 +1,115 @@
+package bootstrap_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgtandem/pgtandem/bootstrap"
+	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
+	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
+	"github.com/pgtandem/pgtandem/verify"
+)
+
+// TestCloneHandoff builds the target the way large upgrades do: a physical
+// copy (pg_basebackup) recovered up to the slot's LSN with the settings
+// init --mode clone prints, then --finish records the handoff, and
+// streaming from the slot brings it to equal with the source under load.
+func TestCloneHandoff(t *testing.T) {
+	ctx := context.Background()
+	src := pgtest.Start(t, 15)
+	b := brokertest.Start(t)
+	if _, err := pgtest.Connect(t, src, "postgres").Exec(ctx, schema); err != nil {
+		t.Fatal(err)
+	}
+	stopLoad := load(t, src)
+
+	// The copy is taken first: its recovery then replays up to the slot's
+	// point from the source's WAL, streaming as a standby.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("/usr/lib/postgresql/15/bin/pg_basebackup", "-d", src.DSN("postgres"), "-D", filepath.Join(dir, "data"), "-X", "stream", "-R", "-c", "fast").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	time.Sleep(500 * time.Millisecond) // changes after the copy, before the slot
+	topic := "persistent://public/default/clone"
+	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), Topic: topic, Jobs: 2}
+	plan, err := bootstrap.PrepareClone(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto, err := os.OpenFile(filepath.Join(dir, "data", "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auto.WriteString(strings.Join(plan.RecoverySettings, "\n") + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	auto.Close()
+
+	clone, err := pglocal.Start(ctx, pglocal.Options{Major: 15, Dir: dir, Settings: map[string]string{"fsync": "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("clone log:\n%s", clone.LogTail(60))
+		}
+		_ = clone.Remove(context.Background())
+	})
+	cloneConn := pgtest.Connect(t, clone, "postgres")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var inRecovery bool
+		if err := cloneConn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err == nil && !inRecovery {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the clone did not promote at the recovery target within a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cfg.TargetDSN = clone.DSN("postgres")
+	if err := bootstrap.FinishClone(ctx, cfg, plan.SlotLSN); err != nil {
+		t.Fatal(err)
+	}
+
+	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
+		c := pg2broker.DefaultConfig()
+		c.Cluster, c.DSN, c.Topic, c.PulsarURL = "old", src.DSN("postgres"), topic, b.URL()
+		return pg2broker.New(c, logger(), tel)
+	})
+	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
+		c := broker2pg.DefaultConfig()
+		c.Source, c.Target, c.TargetDSN, c.SourceDSN, c.Topic, c.PulsarURL = "old", "new", clone.DSN("postgres"), src.DSN("postgres"), topic, b.URL()
+		return broker2pg.New(c, logger(), tel)
+	})
+	time.Sleep(time.Second)
+	stopLoad()
+	waitMarker(t, src, clone)
+	vcfg := verify.DefaultConfig()
+	vcfg.SourceDSN, vcfg.TargetDSN = src.DSN("postgres"), clone.DSN("postgres")
+	report, err := verify.Run(ctx, vcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !report.Equal() {
+		for _, tr := range report.Tables {
+			if tr.Status != verify.StatusEqual {
+				t.Errorf("%s: %d source rows, %d target rows, rows %+v", tr.Table, tr.SourceRows, tr.TargetRows, tr.Rows)
+			}
+		}
+		t.Fatalf("clone differs after handoff and streaming: %+v", report.Schema)
+	}
+}
