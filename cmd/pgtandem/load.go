@@ -33,7 +33,7 @@ var keyFlags = map[string]string{
 // Environment variables with the PGTANDEM_ prefix that are not configuration
 // keys: where the config file is, and where tests and scripts find PostgreSQL
 // binaries.
-var nonKeyEnv = regexp.MustCompile(`^PGTANDEM_(CONFIG|CACHE|PG\d+_BIN|PG_MAJORS|TEST_.*)$`)
+var nonKeyEnv = regexp.MustCompile(`^PGTANDEM_(CONFIG|CACHE|PG\d+_BIN|PG_MAJORS|TEST_.*|BENCH_.*)$`)
 
 // loadConfig merges, lowest precedence first: defaults, the YAML file,
 // PGTANDEM_* environment variables, then flags. Unknown keys in any of them

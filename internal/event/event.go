@@ -120,14 +120,32 @@ func (l LSN) String() string { return pglogrepl.LSN(l).String() }
 // MarshalText writes the PostgreSQL form.
 func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
-// UnmarshalText reads the PostgreSQL form.
+// UnmarshalText reads the PostgreSQL form. Every message carries LSNs, so
+// this parses the two hex halves directly instead of through fmt scanning.
 func (l *LSN) UnmarshalText(b []byte) error {
-	v, err := pglogrepl.ParseLSN(string(b))
+	v, err := ParseLSN(string(b))
 	if err != nil {
 		return err
 	}
-	*l = LSN(v)
+	*l = v
 	return nil
+}
+
+// ParseLSN reads an LSN in PostgreSQL's form, "16/B374D848".
+func ParseLSN(s string) (LSN, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok || hi == "" || lo == "" || len(hi) > 8 || len(lo) > 8 {
+		return 0, fmt.Errorf("invalid LSN %q", s)
+	}
+	h, err := strconv.ParseUint(hi, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid LSN %q", s)
+	}
+	l, err := strconv.ParseUint(lo, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid LSN %q", s)
+	}
+	return LSN(h<<32 | l), nil
 }
 
 // Marshal encodes an event.

@@ -65,3 +65,17 @@ func TestKey(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+func TestParseLSN(t *testing.T) {
+	for in, want := range map[string]LSN{"0/0": 0, "16/B374D848": 0x16B374D848, "FFFFFFFF/FFFFFFFF": LSN(^uint64(0))} {
+		got, err := ParseLSN(in)
+		if err != nil || got != want || got.String() != in {
+			t.Errorf("ParseLSN(%q) = %v (%s), %v", in, uint64(got), got, err)
+		}
+	}
+	for _, bad := range []string{"", "1", "/1", "1/", "g/1", "1/2/3", "123456789/0", "-1/0"} {
+		if _, err := ParseLSN(bad); err == nil {
+			t.Errorf("ParseLSN(%q) accepted", bad)
+		}
+	}
+}
