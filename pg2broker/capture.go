@@ -502,7 +502,9 @@ func (st *stream) publish(ev *event.Event) error {
 		return &ProtocolError{LSN: pglogrepl.LSN(ev.LSN), Reason: "encode event: " + err.Error()}
 	}
 	props := ev.Properties()
-	props[event.PropSystem] = st.system
+	if ev.Kind == event.KindBegin || ev.Kind == event.KindCommit {
+		props[event.PropSystem] = st.system
+	}
 	msg := &pulsar.ProducerMessage{
 		Payload:    payload,
 		Key:        ev.Key(),

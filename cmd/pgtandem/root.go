@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtandem/pgtandem/internal/config"
+	"github.com/pgtandem/pgtandem/internal/gctune"
 	"github.com/pgtandem/pgtandem/internal/logging"
 )
 
@@ -111,6 +112,7 @@ See docs/configuration.md.`,
 }
 
 func main() {
+	gctune.Apply()
 	ctx, stop := signalContext()
 	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
 	stop()

@@ -199,25 +199,24 @@ func Unmarshal(data []byte) (*Event, error) {
 
 // Message properties: consumers filter on them without decoding the payload.
 const (
-	PropVersion = "pgtandem.v"
-	PropLSN     = "pgtandem.lsn"
-	PropSeq     = "pgtandem.seq"
-	PropXid     = "pgtandem.xid"
-	PropKind    = "pgtandem.kind"
-	PropTable   = "pgtandem.table"
-	// PropSystem is the source's system identifier, so a restarted capture
-	// can tell its own topic from a foreign one.
+	PropLSN   = "pgtandem.lsn"
+	PropSeq   = "pgtandem.seq"
+	PropXid   = "pgtandem.xid"
+	PropKind  = "pgtandem.kind"
+	PropTable = "pgtandem.table"
+	// PropSystem is the source's system identifier, on BEGIN and COMMIT
+	// messages, so a restarted capture can tell its own topic from a foreign
+	// one (every message would cost each consumer a property to decode).
 	PropSystem = "pgtandem.system"
 )
 
 // Properties returns the message properties of an event.
 func (e *Event) Properties() map[string]string {
 	p := map[string]string{
-		PropVersion: strconv.Itoa(e.V),
-		PropLSN:     e.LSN.String(),
-		PropSeq:     strconv.Itoa(e.Seq),
-		PropXid:     strconv.FormatUint(uint64(e.Xid), 10),
-		PropKind:    string(e.Kind),
+		PropLSN:  e.LSN.String(),
+		PropSeq:  strconv.Itoa(e.Seq),
+		PropXid:  strconv.FormatUint(uint64(e.Xid), 10),
+		PropKind: string(e.Kind),
 	}
 	if e.Table != "" {
 		p[PropTable] = e.Schema + "." + e.Table
