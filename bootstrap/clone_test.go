@@ -14,8 +14,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
-	"github.com/pgtandem/pgtandem/internal/telemetry"
-	"github.com/pgtandem/pgtandem/pg2broker"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/verify"
 )
 
@@ -85,19 +84,17 @@ func TestCloneHandoff(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
-		c := pg2broker.DefaultConfig()
-		c.Cluster, c.DSN, c.Topic, c.PulsarURL = "old", src.DSN("postgres"), topic, b.URL()
-		return pg2broker.New(c, logger(), tel)
-	})
-	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
-		c := broker2pg.DefaultConfig()
-		c.Source, c.Target, c.TargetDSN, c.SourceDSN, c.Topic, c.PulsarURL = "old", "new", clone.DSN("postgres"), src.DSN("postgres"), topic, b.URL()
-		return broker2pg.New(c, logger(), tel)
-	})
+	_, stopCapture := servicetest.Capture(t, src, "old", b.URL(), topic)
+	_, stopApply := servicetest.Apply(t, clone, "old", "new", b.URL(), topic, func(c *broker2pg.Config) { c.SourceDSN = src.DSN("postgres") })
 	time.Sleep(time.Second)
 	stopLoad()
 	waitMarker(t, src, clone)
+	if err := stopApply(); err != nil {
+		t.Fatalf("broker2pg: %v", err)
+	}
+	if err := stopCapture(); err != nil {
+		t.Fatalf("pg2broker: %v", err)
+	}
 	vcfg := verify.DefaultConfig()
 	vcfg.SourceDSN, vcfg.TargetDSN = src.DSN("postgres"), clone.DSN("postgres")
 	report, err := verify.Run(ctx, vcfg, nil)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -17,8 +15,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
-	"github.com/pgtandem/pgtandem/internal/telemetry"
-	"github.com/pgtandem/pgtandem/pg2broker"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/verify"
 )
 
@@ -46,10 +43,6 @@ INSERT INTO gen (a) SELECT g FROM generate_series(1, 100) g;
 INSERT INTO "Odd ""Name""" VALUES (1, 'x');
 `
 
-func logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // TestCopyThenStream: init copies while a write load runs on the source,
 // then capture and apply take over from the handoff LSN, and verify finds
 // both clusters equal: no gap, nothing applied twice.
@@ -73,7 +66,7 @@ func testCopyThenStream(t *testing.T, major int) {
 
 	stopLoad := load(t, src)
 	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), TargetDSN: dst.DSN("postgres"), Topic: topic, Jobs: 3}
-	res, err := bootstrap.Copy(ctx, cfg, logger())
+	res, err := bootstrap.Copy(ctx, cfg, servicetest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,23 +75,21 @@ func testCopyThenStream(t *testing.T, major int) {
 	}
 	// A second init refuses: the slot exists and the target is not empty.
 	var se *bootstrap.SlotExistsError
-	if _, err := bootstrap.Copy(ctx, cfg, logger()); !errors.As(err, &se) {
+	if _, err := bootstrap.Copy(ctx, cfg, servicetest.Logger()); !errors.As(err, &se) {
 		t.Fatalf("second init: %v, want SlotExistsError", err)
 	}
 
-	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
-		c := pg2broker.DefaultConfig()
-		c.Cluster, c.DSN, c.Topic, c.PulsarURL = "old", src.DSN("postgres"), topic, b.URL()
-		return pg2broker.New(c, logger(), tel)
-	})
-	runService(t, func(tel *telemetry.Telemetry) (runner, error) {
-		c := broker2pg.DefaultConfig()
-		c.Source, c.Target, c.TargetDSN, c.SourceDSN, c.Topic, c.PulsarURL = "old", "new", dst.DSN("postgres"), src.DSN("postgres"), topic, b.URL()
-		return broker2pg.New(c, logger(), tel)
-	})
+	_, stopCapture := servicetest.Capture(t, src, "old", b.URL(), topic)
+	_, stopApply := servicetest.Apply(t, dst, "old", "new", b.URL(), topic, func(c *broker2pg.Config) { c.SourceDSN = src.DSN("postgres") })
 	time.Sleep(2 * time.Second) // the load keeps running across the handoff
 	stopLoad()
 	waitMarker(t, src, dst)
+	if err := stopApply(); err != nil {
+		t.Fatalf("broker2pg: %v", err)
+	}
+	if err := stopCapture(); err != nil {
+		t.Fatalf("pg2broker: %v", err)
+	}
 
 	vcfg := verify.DefaultConfig()
 	vcfg.SourceDSN, vcfg.TargetDSN = src.DSN("postgres"), dst.DSN("postgres")
@@ -121,31 +112,6 @@ func testCopyThenStream(t *testing.T, major int) {
 	if dstSeq < 20000 || dstSeq > srcSeq {
 		t.Fatalf("target sequence at %d, source at %d", dstSeq, srcSeq)
 	}
-}
-
-type runner interface {
-	Run(ctx context.Context) error
-}
-
-func runService(t *testing.T, build func(*telemetry.Telemetry) (runner, error)) {
-	t.Helper()
-	tel, err := telemetry.New("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := build(tel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service: %v", err)
-		}
-	})
 }
 
 // load writes to every table until stopped: inserts, updates (also of

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/internal/servicetest"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
@@ -66,8 +68,8 @@ func testApplyShapes(t *testing.T, from, to int) {
 	// source inserts again.
 	exec(t, dst, `INSERT INTO pk1 VALUES (7, 'from the snapshot')`)
 	topic := fmt.Sprintf("persistent://public/default/shapes-%d-%d", from, to)
-	capture(t, srcSrv, "src", b.URL(), topic)
-	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 
 	big := strings.Repeat("0123456789abcdef", 1000)
 	steps := []string{

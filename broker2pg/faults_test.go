@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/internal/servicetest"
+
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -48,7 +50,7 @@ func startLoadPair(t *testing.T, topic string, targetOpts ...pgtest.Option) load
 	p.dstSrv, p.dst = start(t, 17, targetOpts...)
 	exec(t, p.src, loadSource)
 	exec(t, p.dst, loadTarget)
-	capture(t, p.srcSrv, "src", p.broker.URL(), topic)
+	captureStop(t, p.srcSrv, "src", p.broker.URL(), topic)
 	return p
 }
 
@@ -102,8 +104,8 @@ func TestBlockedUntilSchemaFixed(t *testing.T) {
 	exec(t, src, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE wide (id int PRIMARY KEY, extra text); CREATE TABLE "Later" (id int PRIMARY KEY)`)
 	exec(t, dst, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE wide (id int PRIMARY KEY)`)
 	topic := "persistent://public/default/blocked"
-	capture(t, srcSrv, "src", b.URL(), topic)
-	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	waitMarker(t, src, dst, svc, 1)
 
 	exec(t, src, `INSERT INTO wide VALUES (1, 'needs the column')`)
@@ -136,7 +138,7 @@ func TestBlockedUntilSchemaFixed(t *testing.T) {
 
 func waitBlocked(t *testing.T, svc *broker2pg.Service, dst *pgx.Conn, want string) {
 	t.Helper()
-	waitFor(t, time.Minute, "blocked on "+want, func() error {
+	servicetest.WaitFor(t, time.Minute, "blocked on "+want, func() error {
 		err := svc.Ready()
 		if err == nil || !strings.HasPrefix(err.Error(), "blocked: ") || !strings.Contains(err.Error(), want) {
 			return fmt.Errorf("state %v", err)
@@ -169,8 +171,8 @@ func TestBlockedOnUndecodableMessage(t *testing.T) {
 	b := brokertest.Start(t)
 	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
 	topic := "persistent://public/default/garbage"
-	stopCapture := capture(t, srcSrv, "src", b.URL(), topic)
-	svc, _ := apply(t, dstSrv, b.URL(), topic)
+	stopCapture := captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, _ := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	waitMarker(t, src, dst, svc, 1)
 	if err := stopCapture(); err != nil {
 		t.Fatal(err)
@@ -196,9 +198,9 @@ func TestBlockedOnUndecodableMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	producer.Close()
-	capture(t, srcSrv, "src", b.URL(), topic)
+	captureStop(t, srcSrv, "src", b.URL(), topic)
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
-	waitFor(t, time.Minute, "blocked on the undecodable message", func() error {
+	servicetest.WaitFor(t, time.Minute, "blocked on the undecodable message", func() error {
 		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "message "+id.String()) {
 			return fmt.Errorf("state %v, want blocked at message %s", err, id)
 		}
@@ -216,8 +218,8 @@ func TestIdentityMismatchRefuses(t *testing.T) {
 	b := brokertest.Start(t)
 	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
 	topic := "persistent://public/default/identity"
-	capture(t, srcSrv, "src", b.URL(), topic)
-	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	waitMarker(t, src, dst, svc, 1)
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -226,7 +228,7 @@ func TestIdentityMismatchRefuses(t *testing.T) {
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := newApply(t, dstSrv, b.URL(), topic).Run(ctx)
+	err := servicetest.NewApply(t, dstSrv, "src", "dst", b.URL(), topic).Run(ctx)
 	var ie *broker2pg.IdentityError
 	if !errors.As(err, &ie) || !broker2pg.IsFatal(err) || ie.StoredSystem != "42" {
 		t.Fatalf("Run = %v, want an IdentityError", err)
@@ -240,9 +242,9 @@ func TestIdentityMismatchRefuses(t *testing.T) {
 func TestTwoReplicasApplyOnce(t *testing.T) {
 	p := startLoadPair(t, "persistent://public/default/replicas")
 	srcSrv, src, dstSrv, dst, b, topic := p.srcSrv, p.src, p.dstSrv, p.dst, p.broker, p.topic
-	first, stopFirst := apply(t, dstSrv, b.URL(), topic)
+	first, stopFirst := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	waitMarker(t, src, dst, first, 1)
-	second, _ := apply(t, dstSrv, b.URL(), topic)
+	second, _ := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	time.Sleep(time.Second)
 	if err := second.Ready(); err == nil || !strings.HasPrefix(err.Error(), "standby") {
 		t.Fatalf("second replica: %v, want standby", err)
@@ -267,7 +269,7 @@ func TestTwoReplicasApplyOnce(t *testing.T) {
 func TestTargetKilledWithAsyncCommit(t *testing.T) {
 	p := startLoadPair(t, "persistent://public/default/target-kill", pgtest.WithSetting("synchronous_commit", "off"))
 	srcSrv, src, dstSrv, dst, b, topic := p.srcSrv, p.src, p.dstSrv, p.dst, p.broker, p.topic
-	svc, stop := apply(t, dstSrv, b.URL(), topic)
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	waitMarker(t, src, dst, svc, 1)
 	stopLoad := writeLoad(t, srcSrv)
 	ctx := context.Background()
@@ -305,9 +307,9 @@ func TestOriginsNotRecaptured(t *testing.T) {
 			bothSides(t, a, bConn, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE local_b (id int PRIMARY KEY)`)
 			topicA := "persistent://public/default/origin-a"
 			topicB := "persistent://public/default/origin-b"
-			capture(t, aSrv, "src", br.URL(), topicA)
-			capture(t, bSrv, "dst", br.URL(), topicB)
-			svc, _ := apply(t, bSrv, br.URL(), topicA)
+			captureStop(t, aSrv, "src", br.URL(), topicA)
+			captureStop(t, bSrv, "dst", br.URL(), topicB)
+			svc, _ := servicetest.Apply(t, bSrv, "src", "dst", br.URL(), topicA)
 			waitMarker(t, a, bConn, svc, 1)
 			exec(t, a, `INSERT INTO marker SELECT generate_series(2, 100)`)
 			waitMarker(t, a, bConn, svc, 101)
@@ -345,7 +347,7 @@ func TestStartAfterLSN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, stop := apply(t, dstSrv, b.URL(), topic, func(c *broker2pg.Config) { c.StartAfterLSN = lsn })
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic, func(c *broker2pg.Config) { c.StartAfterLSN = lsn })
 	waitMarker(t, src, dst, svc, 1)
 	if err := eventtest.SameRows(src, dst, "load"); err != nil {
 		t.Fatal(err)

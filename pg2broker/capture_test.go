@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,72 +22,12 @@ import (
 	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
-// testLogger logs warnings; PGTANDEM_TEST_LOG=debug shows everything.
-func testLogger() *slog.Logger {
-	level := slog.LevelWarn
-	if os.Getenv("PGTANDEM_TEST_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
-// capture runs a capture service for the test and returns a stop function
-// that ends it the way SIGTERM does and reports its result.
+// capture runs a capture of cluster "src" for the test and returns the
+// function that stops it the way SIGTERM does.
 func capture(t *testing.T, srv *pglocal.Server, url, topic string, mutate ...func(*pg2broker.Config)) (stop func() error) {
 	t.Helper()
-	cfg := pg2broker.DefaultConfig()
-	cfg.Cluster = "src"
-	cfg.DSN = srv.DSN("postgres")
-	cfg.Topic = topic
-	cfg.PulsarURL = url
-	cfg.CreateSlot = true
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	tel, err := telemetry.New("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := pg2broker.New(cfg, testLogger(), tel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var result error
-	stopped := false
-	stop = func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			select {
-			case result = <-done:
-			case <-time.After(time.Minute):
-				result = errors.New("capture did not stop within a minute")
-			}
-		}
-		return result
-	}
-	t.Cleanup(func() { _ = stop() })
-	waitReady(t, svc, done)
+	_, stop = servicetest.Capture(t, srv, "src", url, topic, mutate...)
 	return stop
-}
-
-func waitReady(t *testing.T, svc *pg2broker.Service, done chan error) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for svc.Ready() != nil {
-		select {
-		case err := <-done:
-			t.Fatalf("capture ended before it was ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("capture not ready after a minute: %v", svc.Ready())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
@@ -263,7 +203,7 @@ func TestPreflightRefusesTableWithoutIdentity(t *testing.T) {
 	cfg := pg2broker.DefaultConfig()
 	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL, cfg.CreateSlot = "src", srv.DSN("postgres"), "persistent://public/default/x", "pulsar://127.0.0.1:1", true
 	tel, _ := telemetry.New("test")
-	svc, err := pg2broker.New(cfg, testLogger(), tel)
+	svc, err := pg2broker.New(cfg, servicetest.Logger(), tel)
 	if err != nil {
 		t.Fatal(err)
 	}

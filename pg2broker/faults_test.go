@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/internal/servicetest"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
@@ -160,7 +162,7 @@ func runOnce(t *testing.T, dsn, url, topic string, createSlot bool) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := pg2broker.New(cfg, testLogger(), tel)
+	svc, err := pg2broker.New(cfg, servicetest.Logger(), tel)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/internal/servicetest"
+
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
@@ -39,7 +41,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	cfg := pg2broker.DefaultConfig()
 	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL = "src", srv.DSN("postgres"), topic, b.URL()
 	tel, _ := telemetry.New("test")
-	standby, err := pg2broker.New(cfg, testLogger(), tel)
+	standby, err := pg2broker.New(cfg, servicetest.Logger(), tel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,14 +77,14 @@ func TestMetricsAndProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := pg2broker.New(cfg, testLogger(), tel)
+	svc, err := pg2broker.New(cfg, servicetest.Logger(), tel)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = tel.Serve(ctx, addr, svc.Ready, testLogger()) }()
+	go func() { _ = tel.Serve(ctx, addr, svc.Ready, servicetest.Logger()) }()
 	go func() { _ = svc.Run(ctx) }()
 	base := "http://" + addr
 	waitFor(t, func() bool { code, _ := get(base + "/healthz"); return code == 200 }, "/healthz")

@@ -1,0 +1,127 @@
+// Package servicetest is the one way tests run pgtandem's long-running
+// services in-process: pg2broker and broker2pg against servers started by
+// internal/pgtest and a broker started by internal/brokertest, stopped the
+// way SIGTERM stops them when the test ends.
+package servicetest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
+)
+
+// Logger logs warnings; PGTANDEM_TEST_LOG=debug shows everything.
+func Logger() *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("PGTANDEM_TEST_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Run runs a service until the returned stop is called (the way SIGTERM
+// ends it: its context is cancelled) or the test ends, and returns what Run
+// returned.
+func Run(t testing.TB, run func(context.Context) error) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var result error
+	stopped := false
+	stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			select {
+			case result = <-done:
+			case <-time.After(time.Minute):
+				result = errors.New("service did not stop within a minute")
+			}
+		}
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// WaitFor polls cond until it returns nil, failing the test after timeout
+// with cond's last error.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// NewCapture builds a pg2broker service for cluster on srv into topic,
+// creating publication and slot when missing.
+func NewCapture(t testing.TB, srv *pglocal.Server, cluster, url, topic string, mutate ...func(*pg2broker.Config)) *pg2broker.Service {
+	t.Helper()
+	cfg := pg2broker.DefaultConfig()
+	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL, cfg.CreateSlot = cluster, srv.DSN("postgres"), topic, url, true
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	tel, err := telemetry.New("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := pg2broker.New(cfg, Logger(), tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// Capture runs a capture (see NewCapture) and waits until it streams.
+func Capture(t testing.TB, srv *pglocal.Server, cluster, url, topic string, mutate ...func(*pg2broker.Config)) (*pg2broker.Service, func() error) {
+	t.Helper()
+	svc := NewCapture(t, srv, cluster, url, topic, mutate...)
+	stop := Run(t, svc.Run)
+	WaitFor(t, time.Minute, "capture ready", svc.Ready)
+	return svc, stop
+}
+
+// NewApply builds a broker2pg service applying source's topic into dst.
+func NewApply(t testing.TB, dst *pglocal.Server, source, target, url, topic string, mutate ...func(*broker2pg.Config)) *broker2pg.Service {
+	t.Helper()
+	cfg := broker2pg.DefaultConfig()
+	cfg.Source, cfg.Target, cfg.TargetDSN, cfg.Topic, cfg.PulsarURL = source, target, dst.DSN("postgres"), topic, url
+	cfg.BlockedRetry, cfg.RetryMax = 500*time.Millisecond, time.Second
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	tel, err := telemetry.New("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := broker2pg.New(cfg, Logger(), tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// Apply runs an apply (see NewApply).
+func Apply(t testing.TB, dst *pglocal.Server, source, target, url, topic string, mutate ...func(*broker2pg.Config)) (*broker2pg.Service, func() error) {
+	t.Helper()
+	svc := NewApply(t, dst, source, target, url, topic, mutate...)
+	return svc, Run(t, svc.Run)
+}
