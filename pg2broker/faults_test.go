@@ -83,7 +83,12 @@ func TestSlotDroppedIsNeverRecreated(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	exec(t, conn, `SELECT pg_drop_replication_slot('pgtandem_src')`)
+	// The server's walsender leaves the slot a moment after the capture
+	// disconnected.
+	servicetest.WaitFor(t, time.Minute, "slot released", func() error {
+		_, err := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot('pgtandem_src')`)
+		return err
+	})
 	for _, create := range []bool{false, true} {
 		err := runOnce(t, srv.DSN("postgres"), b.URL(), topic, create)
 		var se *pg2broker.SlotError

@@ -113,7 +113,8 @@ type RowDiff struct {
 	Issue string `json:"issue"`
 }
 
-// Progress is told how many chunks are done out of how many are known.
+// Progress is told how many chunks are done out of how many are known; calls
+// never overlap.
 type Progress func(done, total int64)
 
 // Run compares source and target.
@@ -197,6 +198,9 @@ type comparer struct {
 	progress Progress
 	done     atomic.Int64
 	total    atomic.Int64
+	// reportMu serialises progress calls, which come from every chunk's
+	// goroutine, so a Progress func needs no locking of its own.
+	reportMu sync.Mutex
 }
 
 // both runs the same query on source and target at once, each scanning
@@ -236,9 +240,12 @@ func (c *comparer) chunkDone() {
 }
 
 func (c *comparer) report() {
-	if c.progress != nil {
-		c.progress(c.done.Load(), c.total.Load())
+	if c.progress == nil {
+		return
 	}
+	c.reportMu.Lock()
+	defer c.reportMu.Unlock()
+	c.progress(c.done.Load(), c.total.Load())
 }
 
 // rowExpr is the text form of a row restricted to the source's columns that
