@@ -10,13 +10,13 @@ import (
 	"runtime/debug"
 )
 
-// Apply sets GOGC=400 and a 400 MiB soft memory limit, unless the GOGC or
+// Apply sets GOGC=400 and a 256 MiB soft memory limit, unless the GOGC or
 // GOMEMLIMIT environment variables choose otherwise.
 func Apply() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(400 << 20)
+		debug.SetMemoryLimit(256 << 20)
 	}
 }
