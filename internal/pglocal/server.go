@@ -135,6 +135,11 @@ func (s *Server) Restart(ctx context.Context) error {
 			break
 		}
 	}
+	// pg_ctl may have been stopped (ctx cancelled) after it forked the
+	// postmaster: stop that server, or nothing would ever stop it.
+	if s.Running() {
+		_ = s.run(context.Background(), s.bin.Path("pg_ctl"), "stop", "-w", "-t", "60", "-m", "immediate", "-D", s.DataDir)
+	}
 	return fmt.Errorf("start PostgreSQL %d in %s: %w\n%s", s.Major, s.DataDir, err, s.LogTail(30))
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 )
@@ -69,5 +70,34 @@ func TestKillAndRestart(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("rows after crash = %d, want 1", n)
+	}
+}
+
+// TestRestartCancelledLeavesNothingRunning: a start whose context ends
+// while pg_ctl waits for the server must not leave that server behind.
+func TestRestartCancelledLeavesNothingRunning(t *testing.T) {
+	srv := pgtest.Start(t, 17)
+	bg := context.Background()
+	cancelled := 0
+	for _, d := range []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond} {
+		if err := srv.Stop(bg); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(bg, d)
+		err := srv.Restart(ctx)
+		cancel()
+		if err == nil {
+			continue
+		}
+		cancelled++
+		if srv.Running() {
+			t.Fatalf("start cancelled after %s left the server running", d)
+		}
+	}
+	if cancelled == 0 {
+		t.Fatal("no start was cancelled: the test did not exercise the cancelled path")
+	}
+	if err := srv.Restart(bg); err != nil {
+		t.Fatalf("start after cancelled starts: %v", err)
 	}
 }
