@@ -192,6 +192,8 @@ func (a *applier) begin(ctx context.Context, ev *event.Event, msg pulsar.Message
 		}
 	}
 	a.cur = &sourceTxn{lsn: ev.LSN, next: 1}
+	a.svc.lastBegun.Store(uint64(ev.LSN))
+	a.plan.strict = uint64(ev.LSN) <= a.svc.strictUntil.Load()
 	return nil
 }
 
@@ -420,7 +422,7 @@ func (a *applier) blame(q query, err error) error {
 		if pgErr.ColumnName != "" {
 			col = event.QuoteIdent(pgErr.ColumnName)
 		}
-		return &BlockedError{Table: q.table, Column: col, MessageID: q.msgID, LSN: q.lsn.String(), Reason: reason}
+		return &BlockedError{Table: q.table, Column: col, MessageID: q.msgID, LSN: q.lsn.String(), Reason: reason, Code: pgErr.Code}
 	}
 	return fmt.Errorf("apply to %s: %w", q.table, err)
 }

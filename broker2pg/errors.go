@@ -20,6 +20,8 @@ type BlockedError struct {
 	MessageID string
 	LSN       string
 	Reason    string
+	// Code is the target's SQLSTATE when a statement failed.
+	Code string
 }
 
 func (e *BlockedError) Error() string {

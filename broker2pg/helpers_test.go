@@ -15,7 +15,6 @@ import (
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 )
 
-// testLogger logs warnings; PGTANDEM_TEST_LOG=debug shows everything.
 func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {

@@ -41,6 +41,11 @@ type plan struct {
 	done   []query
 	rows   int
 	bytes  int
+	// strict turns every change into a statement of its own, in source
+	// order: the fallback for transactions whose compacted statements
+	// violate a unique index mid-statement (a swap of unique values through
+	// an intermediate one), which the source's order does not.
+	strict bool
 }
 
 func newPlan(schema *schemaCache) *plan { return &plan{schema: schema, seg: newSegment()} }
@@ -82,6 +87,16 @@ type rowState struct {
 
 // add plans one change event received as message msgID.
 func (p *plan) add(ctx context.Context, ev *event.Event, msgID string, size int) error {
+	if err := p.addEvent(ctx, ev, msgID, size); err != nil {
+		return err
+	}
+	if p.strict {
+		p.closeSegment()
+	}
+	return nil
+}
+
+func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID string, size int) error {
 	p.rows++
 	p.bytes += size
 	switch ev.Kind {

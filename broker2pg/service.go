@@ -13,6 +13,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgtandem/pgtandem/internal/event"
 	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 )
@@ -33,6 +34,11 @@ type Service struct {
 	blocked atomic.Bool
 	// topic is known once a session resolved it; the backlog poller reads it.
 	topic atomic.Pointer[string]
+	// lastBegun is the commit LSN of the last source transaction a session
+	// started to apply; transactions up to strictUntil are applied in strict
+	// source order (see plan.strict).
+	lastBegun   atomic.Uint64
+	strictUntil atomic.Uint64
 }
 
 // New checks cfg and prepares the service; nothing connects until Run.
@@ -89,6 +95,9 @@ func (s *Service) Run(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
+		if s.retryStrict(err) {
+			continue
+		}
 		if !IsBlocked(err) {
 			lastBlocked = ""
 		}
@@ -123,6 +132,24 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// retryStrict reports whether err is a unique violation that applying the
+// same transactions one change at a time, in source order, may avoid; it
+// then arms that mode up to the last transaction begun. A violation that
+// remains in strict order is a real one, and blocks.
+func (s *Service) retryStrict(err error) bool {
+	var be *BlockedError
+	if !errors.As(err, &be) || be.Code != "23505" {
+		return false
+	}
+	last := s.lastBegun.Load()
+	if last <= s.strictUntil.Load() {
+		return false
+	}
+	s.strictUntil.Store(last)
+	s.log.Info("unique violation in a batch; applying it again in source order", "table", be.Table, "until_lsn", event.LSN(last).String())
+	return true
 }
 
 func (s *Service) pollBacklog(ctx context.Context) {
