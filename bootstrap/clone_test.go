@@ -10,12 +10,9 @@ import (
 	"time"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
-	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
-	"github.com/pgtandem/pgtandem/internal/servicetest"
-	"github.com/pgtandem/pgtandem/verify"
 )
 
 // TestCloneHandoff builds the target the way large upgrades do: a physical
@@ -84,29 +81,5 @@ func TestCloneHandoff(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, stopCapture := servicetest.Capture(t, src, "old", b.URL(), topic)
-	_, stopApply := servicetest.Apply(t, clone, "old", "new", b.URL(), topic, func(c *broker2pg.Config) { c.SourceDSN = src.DSN("postgres") })
-	time.Sleep(time.Second)
-	stopLoad()
-	waitMarker(t, src, clone)
-	if err := stopApply(); err != nil {
-		t.Fatalf("broker2pg: %v", err)
-	}
-	if err := stopCapture(); err != nil {
-		t.Fatalf("pg2broker: %v", err)
-	}
-	vcfg := verify.DefaultConfig()
-	vcfg.SourceDSN, vcfg.TargetDSN = src.DSN("postgres"), clone.DSN("postgres")
-	report, err := verify.Run(ctx, vcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !report.Equal() {
-		for _, tr := range report.Tables {
-			if tr.Status != verify.StatusEqual {
-				t.Errorf("%s: %d source rows, %d target rows, rows %+v", tr.Table, tr.SourceRows, tr.TargetRows, tr.Rows)
-			}
-		}
-		t.Fatalf("clone differs after handoff and streaming: %+v", report.Schema)
-	}
+	streamAndVerify(t, src, clone, b.URL(), topic, time.Second, stopLoad)
 }

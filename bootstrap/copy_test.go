@@ -79,9 +79,24 @@ func testCopyThenStream(t *testing.T, major int) {
 		t.Fatalf("second init: %v, want SlotExistsError", err)
 	}
 
-	_, stopCapture := servicetest.Capture(t, src, "old", b.URL(), topic)
-	_, stopApply := servicetest.Apply(t, dst, "old", "new", b.URL(), topic, func(c *broker2pg.Config) { c.SourceDSN = src.DSN("postgres") })
-	time.Sleep(2 * time.Second) // the load keeps running across the handoff
+	streamAndVerify(t, src, dst, b.URL(), topic, 2*time.Second, stopLoad)
+	// The sequence continues where the source's was at the snapshot or later.
+	var srcSeq, dstSeq int64
+	_ = pgtest.Connect(t, src, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&srcSeq)
+	_ = pgtest.Connect(t, dst, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&dstSeq)
+	if dstSeq < 20000 || dstSeq > srcSeq {
+		t.Fatalf("target sequence at %d, source at %d", dstSeq, srcSeq)
+	}
+}
+
+// streamAndVerify runs capture and apply from the handoff while the load
+// goes on for a while, stops the load, waits for a marker row, stops both
+// services cleanly and requires verify to find source and target equal.
+func streamAndVerify(t *testing.T, src, dst *pglocal.Server, url, topic string, underLoad time.Duration, stopLoad func()) {
+	t.Helper()
+	_, stopCapture := servicetest.Capture(t, src, "old", url, topic)
+	_, stopApply := servicetest.Apply(t, dst, "old", "new", url, topic, func(c *broker2pg.Config) { c.SourceDSN = src.DSN("postgres") })
+	time.Sleep(underLoad)
 	stopLoad()
 	waitMarker(t, src, dst)
 	if err := stopApply(); err != nil {
@@ -90,10 +105,9 @@ func testCopyThenStream(t *testing.T, major int) {
 	if err := stopCapture(); err != nil {
 		t.Fatalf("pg2broker: %v", err)
 	}
-
 	vcfg := verify.DefaultConfig()
 	vcfg.SourceDSN, vcfg.TargetDSN = src.DSN("postgres"), dst.DSN("postgres")
-	report, err := verify.Run(ctx, vcfg, nil)
+	report, err := verify.Run(context.Background(), vcfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,14 +117,7 @@ func testCopyThenStream(t *testing.T, major int) {
 				t.Errorf("%s: %d source rows, %d target rows, rows %+v", tr.Table, tr.SourceRows, tr.TargetRows, tr.Rows)
 			}
 		}
-		t.Fatalf("clusters differ after init + streaming: schema %+v", report.Schema)
-	}
-	// The sequence continues where the source's was at the snapshot or later.
-	var srcSeq, dstSeq int64
-	_ = pgtest.Connect(t, src, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&srcSeq)
-	_ = pgtest.Connect(t, dst, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&dstSeq)
-	if dstSeq < 20000 || dstSeq > srcSeq {
-		t.Fatalf("target sequence at %d, source at %d", dstSeq, srcSeq)
+		t.Fatalf("source and target differ after the handoff and streaming: schema %+v", report.Schema)
 	}
 }
 
