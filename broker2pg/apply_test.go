@@ -15,35 +15,6 @@ import (
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 )
 
-const shapesSchema = `
-CREATE EXTENSION hstore;
-CREATE EXTENSION citext;
-CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-CREATE DOMAIN posint AS int CHECK (VALUE > 0);
-CREATE TYPE pair AS (a int, b text);
-CREATE TABLE marker (n int PRIMARY KEY);
-CREATE TABLE toast (id int PRIMARY KEY, big text, small int);
-ALTER TABLE toast ALTER COLUMN big SET STORAGE EXTERNAL;
-CREATE TABLE pk1 (id int PRIMARY KEY, v text);
-CREATE TABLE pk2 (a int, b int, v text, PRIMARY KEY (a, b));
-CREATE TABLE nokey (x int, y text, doc xml);
-ALTER TABLE nokey REPLICA IDENTITY FULL;
-CREATE TABLE nokey_big (x int, y text);
-ALTER TABLE nokey_big REPLICA IDENTITY FULL;
-CREATE TABLE parent_t (id int PRIMARY KEY);
-CREATE TABLE child_t (id int PRIMARY KEY, parent int REFERENCES parent_t);
-CREATE TABLE part (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
-CREATE TABLE part_eu PARTITION OF part FOR VALUES IN ('eu');
-CREATE TABLE part_us PARTITION OF part FOR VALUES IN ('us');
-CREATE TABLE gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, a int, b int GENERATED ALWAYS AS (a * 2) STORED);
-CREATE TABLE "Weird Table" ("select" int PRIMARY KEY, "Quote""d" text, "UPPER" text);
-CREATE TABLE copied (id int PRIMARY KEY, v text);
-CREATE TABLE types (
-  id int PRIMARY KEY, n numeric, big numeric, f float8, f2 float8, d date, ts timestamptz,
-  arr text[], md int[][], b bytea, u text, m mood, dom posint, c pair, r int4range,
-  j jsonb, x xml, h hstore, ci citext, iv interval, uid uuid
-);`
-
 // shapeTables are compared row by row (row::text) after the shapes ran.
 var shapeTables = []string{"toast", "pk1", "pk2", "nokey", "nokey_big", "parent_t", "child_t", "part", "part_eu", "part_us", "gen", `"Weird Table"`, "copied", "types"}
 
@@ -63,7 +34,7 @@ func testApplyShapes(t *testing.T, from, to int) {
 	srcSrv, src := start(t, from)
 	dstSrv, dst := start(t, to)
 	b := brokertest.Start(t)
-	bothSides(t, src, dst, shapesSchema)
+	bothSides(t, src, dst, eventtest.ShapesSchema)
 	// The overlap of a snapshot: the target already holds a row the
 	// source inserts again.
 	exec(t, dst, `INSERT INTO pk1 VALUES (7, 'from the snapshot')`)
@@ -103,11 +74,7 @@ func testApplyShapes(t *testing.T, from, to int) {
 		`INSERT INTO "Weird Table" VALUES (1, 'it''s', 'UP'), (2, 'two', 'x')`,
 		`UPDATE "Weird Table" SET "Quote""d" = 'q' WHERE "select" = 1`,
 		`DELETE FROM "Weird Table" WHERE "select" = 2`,
-		`INSERT INTO types VALUES (
-		  1, 'NaN', repeat('9', 1000)::numeric, 'Infinity', '-Infinity', '-infinity', 'infinity',
-		  ARRAY[NULL, 'NULL', 'a,b', 'say "hi"', E'back\\slash', ''], '{{1,2},{3,4}}', '\x00ff00'::bytea,
-		  'emoji 😀 ünïcødé', 'happy', 7, ROW(1, 'x, "y"'), '[1,10)', '{"k": [1, null, "v"]}',
-		  '<a b="c">t</a>', 'k=>v, "n"=>NULL', 'MiXeD', '1 year 2 days', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')`,
+		eventtest.ShapesTypesRow,
 		`INSERT INTO types (id, f, ts) VALUES (2, -0.0, '2026-11-22 01:30:11.482913+00')`,
 		`UPDATE types SET n = 1.50 WHERE id = 1`,
 		// FAULTS 12 at scale: 50,000 rows without key, 20,000 deleted in

@@ -37,38 +37,6 @@ func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-const shapesSchema = `
-CREATE EXTENSION hstore;
-CREATE EXTENSION citext;
-CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-CREATE DOMAIN posint AS int CHECK (VALUE > 0);
-CREATE TYPE pair AS (a int, b text);
-CREATE TABLE toast (id int PRIMARY KEY, big text, small int);
-ALTER TABLE toast ALTER COLUMN big SET STORAGE EXTERNAL;
-CREATE TABLE pk2 (a int, b int, v text, PRIMARY KEY (a, b));
-CREATE TABLE nokey (x int, y text);
-ALTER TABLE nokey REPLICA IDENTITY FULL;
-CREATE TABLE parent_t (id int PRIMARY KEY);
-CREATE TABLE child_t (id int PRIMARY KEY, parent int REFERENCES parent_t);
-CREATE TABLE part (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
-CREATE TABLE part_eu PARTITION OF part FOR VALUES IN ('eu');
-CREATE TABLE part_us PARTITION OF part FOR VALUES IN ('us');
-CREATE TABLE gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, a int, b int GENERATED ALWAYS AS (a * 2) STORED);
-CREATE TABLE "Weird Table" ("select" int PRIMARY KEY, "Quote""d" text, "UPPER" text);
-CREATE TABLE copied (id int PRIMARY KEY, v text);
-CREATE TABLE types (
-  id int PRIMARY KEY, n numeric, big numeric, f float8, f2 float8, d date, ts timestamptz,
-  arr text[], md int[][], b bytea, u text, m mood, dom posint, c pair, r int4range,
-  j jsonb, x xml, h hstore, ci citext, iv interval, uid uuid
-);`
-
-// typesRow covers FAULTS item 17: values whose text form must survive exactly.
-const typesRow = `INSERT INTO types VALUES (
-  1, 'NaN', repeat('9', 1000)::numeric, 'Infinity', '-Infinity', '-infinity', 'infinity',
-  ARRAY[NULL, 'NULL', 'a,b', 'say "hi"', E'back\\slash', ''], '{{1,2},{3,4}}', '\x00ff00'::bytea,
-  'emoji 😀 ünïcødé', 'happy', 7, ROW(1, 'x, "y"'), '[1,10)', '{"k": [1, null, "v"]}',
-  '<a b="c">t</a>', 'k=>v, "n"=>NULL', 'MiXeD', '1 year 2 days', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')`
-
 func TestCaptureShapes(t *testing.T) {
 	for _, major := range []int{13, 15, 17} {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
@@ -82,7 +50,7 @@ func testCaptureShapes(t *testing.T, major int) {
 	srv := pgtest.Start(t, major)
 	b := brokertest.Start(t)
 	conn := pgtest.Connect(t, srv, "postgres")
-	exec(t, conn, shapesSchema)
+	exec(t, conn, eventtest.ShapesSchema)
 	topic := fmt.Sprintf("persistent://public/default/shapes-pg%d", major)
 	stop := capture(t, srv, b.URL(), topic)
 
@@ -100,7 +68,7 @@ func testCaptureShapes(t *testing.T, major int) {
 		`UPDATE part SET v = 3 WHERE id = 2`,
 		`INSERT INTO gen (a) VALUES (21)`,
 		`INSERT INTO "Weird Table" VALUES (1, 'it''s', 'UP')`,
-		typesRow,
+		eventtest.ShapesTypesRow,
 	}
 	for _, sql := range steps {
 		exec(t, conn, sql)
