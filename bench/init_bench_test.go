@@ -46,7 +46,7 @@ func BenchmarkInitCopy(b *testing.B) {
 
 	target := pgtest.Start(b, 17)
 	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), TargetDSN: target.DSN("postgres"),
-		Topic: "persistent://public/default/initbench", Jobs: 2}
+		Topic: "persistent://public/default/initbench", Jobs: 2, SplitRows: 250000}
 	start = time.Now()
 	res, err := bootstrap.Copy(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

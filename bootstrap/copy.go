@@ -60,6 +60,9 @@ type Config struct {
 	// Jobs is how many tables are copied at once, and the parallelism of the
 	// post-data restore.
 	Jobs int
+	// SplitRows: a table with more rows (by the planner's estimate) is copied
+	// in key ranges of about this many rows, several at once; 0 never splits.
+	SplitRows int
 	// AllowNonEmpty copies into tables that already hold rows.
 	AllowNonEmpty bool
 	// PgDump is the pg_dump to use; empty finds one of the source's major
@@ -98,6 +101,8 @@ type TableCopy struct {
 	Rows  int64
 	Bytes int64
 	Took  time.Duration
+	// Parts is how many key ranges the table was copied in.
+	Parts int
 }
 
 // NotEmptyError lists target tables that already hold rows.
@@ -215,7 +220,11 @@ func Copy(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	// The exported snapshot lives as long as the replication connection is
 	// idle and open: the copy below happens inside it.
 	res := &Result{HandoffLSN: consistent}
-	if res.Tables, err = copyTables(ctx, cfg, created.SnapshotName, tables, log); err != nil {
+	parts, err := splitTables(ctx, src, tables, cfg.SplitRows, info.Major)
+	if err != nil {
+		return nil, err
+	}
+	if res.Tables, err = copyTables(ctx, cfg, created.SnapshotName, parts, log); err != nil {
 		return nil, err
 	}
 	if err := copySequences(ctx, cfg, created.SnapshotName, dst); err != nil {
@@ -244,6 +253,11 @@ type sourceTable struct {
 	qualified string
 	id        string
 	size      int64 // on disk, an estimate of the bytes COPY moves
+	// columns lists the stored columns (generated ones are left to the
+	// target to compute); where selects one key range of a table split for
+	// a parallel copy, empty for the whole table.
+	columns string
+	where   string
 }
 
 func listTables(ctx context.Context, conn *pgx.Conn) ([]sourceTable, error) {
@@ -279,6 +293,67 @@ func checkEmpty(ctx context.Context, conn *pgx.Conn, tables []sourceTable) error
 	}
 	return nil
 }
+
+// splitTables fills in the columns of every table and cuts tables of more
+// than splitRows rows into ranges of their first key column, taken from the
+// planner's histogram, so that one large table is copied by several
+// sessions at once. A table without key or statistics stays whole.
+func splitTables(ctx context.Context, conn *pgx.Conn, tables []sourceTable, splitRows int, major int) ([]sourceTable, error) {
+	generated := "false"
+	if major >= 12 {
+		generated = "a.attgenerated <> ''"
+	}
+	var out []sourceTable
+	for _, t := range tables {
+		var cols []string
+		var estimate float64
+		var keyCol, keyType *string
+		var hist []string
+		err := conn.QueryRow(ctx, `
+			SELECT array(SELECT quote_ident(a.attname) FROM pg_attribute a
+			             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND NOT (`+generated+`)
+			             ORDER BY a.attnum),
+			       greatest(c.reltuples, 0),
+			       (SELECT quote_ident(a.attname) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			         WHERE i.indrelid = c.oid AND i.indisprimary),
+			       (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			         WHERE i.indrelid = c.oid AND i.indisprimary),
+			       coalesce((SELECT s.histogram_bounds::text::text[] FROM pg_stats s, pg_index i, pg_attribute a
+			         WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid AND a.attnum = i.indkey[0]
+			           AND s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = a.attname), '{}')
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::regclass`, t.qualified).
+			Scan(&cols, &estimate, &keyCol, &keyType, &hist)
+		if err != nil {
+			return nil, fmt.Errorf("init: describe %s: %w", t.id, err)
+		}
+		t.columns = strings.Join(cols, ", ")
+		if splitRows <= 0 || estimate <= float64(splitRows) || keyCol == nil || len(hist) < 3 {
+			out = append(out, t)
+			continue
+		}
+		step := max(1, int(float64(splitRows)/(estimate/float64(len(hist)-1))))
+		var bounds []string
+		for i := step; i < len(hist)-1; i += step {
+			bounds = append(bounds, quoteLiteral(hist[i])+"::"+*keyType)
+		}
+		for i := 0; i <= len(bounds); i++ {
+			part := t
+			var conds []string
+			if i > 0 {
+				conds = append(conds, *keyCol+" >= "+bounds[i-1])
+			}
+			if i < len(bounds) {
+				conds = append(conds, *keyCol+" < "+bounds[i])
+			}
+			part.where = strings.Join(conds, " AND ")
+			part.size = t.size / int64(len(bounds)+1)
+			out = append(out, part)
+		}
+	}
+	return out, nil
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // copyTables streams every table from the source snapshot into the target,
 // Jobs at once, the largest first so the longest copy starts earliest.
@@ -322,12 +397,30 @@ func copyTables(ctx context.Context, cfg Config, snapshot string, tables []sourc
 			return nil
 		})
 	}
-	return results, g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	// A split table was copied in parts; report it once.
+	var merged []TableCopy
+	index := map[string]int{}
+	for _, r := range results {
+		i, ok := index[r.Table]
+		if !ok {
+			index[r.Table] = len(merged)
+			merged = append(merged, r)
+			continue
+		}
+		merged[i].Rows += r.Rows
+		merged[i].Bytes += r.Bytes
+		merged[i].Took = max(merged[i].Took, r.Took)
+		merged[i].Parts++
+	}
+	return merged, nil
 }
 
 func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, total *atomic.Int64) (TableCopy, error) {
 	started := time.Now()
-	res := TableCopy{Table: t.id}
+	res := TableCopy{Table: t.id, Parts: 1}
 	src, err := pgconn.Connect(ctx, cfg.SourceDSN)
 	if err != nil {
 		return res, fmt.Errorf("init: copy %s: connect to source: %w", t.id, err)
@@ -354,7 +447,11 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, 
 	counter := &countingWriter{w: buffered, total: total}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		_, err := src.CopyTo(gctx, counter, `COPY `+t.qualified+` TO STDOUT`)
+		out := `COPY ` + t.qualified + ` (` + t.columns + `) TO STDOUT`
+		if t.where != "" {
+			out = `COPY (SELECT ` + t.columns + ` FROM ` + t.qualified + ` WHERE ` + t.where + `) TO STDOUT`
+		}
+		_, err := src.CopyTo(gctx, counter, out)
 		if err == nil {
 			err = buffered.Flush()
 		}
@@ -365,7 +462,7 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, 
 		return nil
 	})
 	g.Go(func() error {
-		tag, err := dst.CopyFrom(gctx, pr, `COPY `+t.qualified+` FROM STDIN`)
+		tag, err := dst.CopyFrom(gctx, pr, `COPY `+t.qualified+` (`+t.columns+`) FROM STDIN`)
 		if err != nil {
 			pr.CloseWithError(err)
 			return fmt.Errorf("init: copy %s into the target: %w", t.id, err)

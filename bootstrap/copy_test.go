@@ -41,6 +41,7 @@ INSERT INTO journal SELECT '2026-01-01', 'dup' FROM generate_series(1, 3);
 INSERT INTO part SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 1000) g;
 INSERT INTO gen (a) SELECT g FROM generate_series(1, 100) g;
 INSERT INTO "Odd ""Name""" VALUES (1, 'x');
+ANALYZE;
 `
 
 // TestCopyThenStream: init copies while a write load runs on the source,
@@ -65,13 +66,18 @@ func testCopyThenStream(t *testing.T, major int) {
 	topic := fmt.Sprintf("persistent://public/default/init-pg%d", major)
 
 	stopLoad := load(t, src)
-	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), TargetDSN: dst.DSN("postgres"), Topic: topic, Jobs: 3}
+	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), TargetDSN: dst.DSN("postgres"), Topic: topic, Jobs: 3, SplitRows: 5000}
 	res, err := bootstrap.Copy(ctx, cfg, servicetest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.HandoffLSN == 0 || len(res.Tables) < 8 {
 		t.Fatalf("init result: %+v", res)
+	}
+	for _, tc := range res.Tables {
+		if tc.Table == "public.accounts" && (tc.Parts < 2 || tc.Rows < 20000) {
+			t.Fatalf("accounts (20,000 rows, split above 5,000) copied as %+v", tc)
+		}
 	}
 	// A second init refuses: the slot exists and the target is not empty.
 	var se *bootstrap.SlotExistsError

@@ -15,7 +15,7 @@ func newInitCmd(a *app) *cobra.Command {
 	var d direction
 	var mode, slotLSN string
 	var finish bool
-	cfg := bootstrap.Config{Jobs: 4}
+	cfg := bootstrap.Config{Jobs: 4, SplitRows: 500000}
 	cmd := &cobra.Command{
 		Use:   "init --from CLUSTER --to CLUSTER",
 		Short: "Create slot and publication and make the initial copy (or record a clone's handoff LSN)",
@@ -75,9 +75,9 @@ docs/runbook-clone.md.`,
 			}
 			var rows, bytes int64
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "table\trows\tMB\tseconds\t")
+			fmt.Fprintln(tw, "table\trows\tMB\tseconds\tparts\t")
 			for _, t := range res.Tables {
-				fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t\n", t.Table, t.Rows, float64(t.Bytes)/1e6, t.Took.Seconds())
+				fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%d\t\n", t.Table, t.Rows, float64(t.Bytes)/1e6, t.Took.Seconds(), t.Parts)
 				rows += t.Rows
 				bytes += t.Bytes
 			}
@@ -92,6 +92,7 @@ docs/runbook-clone.md.`,
 	f := cmd.Flags()
 	f.StringVar(&mode, "mode", "copy", "copy (empty target) or clone (target from a physical copy)")
 	f.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "tables copied at once, and parallelism of the index build")
+	f.IntVar(&cfg.SplitRows, "split-rows", cfg.SplitRows, "copy tables above this many rows in key ranges, several at once (0: never)")
 	f.BoolVar(&cfg.AllowNonEmpty, "allow-nonempty", false, "copy into target tables that already hold rows")
 	f.StringVar(&cfg.PgDump, "pg-dump", "", "pg_dump to use (default: one of the source's major or newer)")
 	f.BoolVar(&finish, "finish", false, "clone mode, last step: record the handoff on the promoted copy")
