@@ -18,6 +18,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 	"github.com/pgtandem/pgtandem/pg2broker"
 )
@@ -190,16 +191,7 @@ func BenchmarkApplyLargeTxnRSS(b *testing.B) {
 	}
 	start("pg2broker", "--from", "src", "--create-slot")
 	applyCmd := start("broker2pg", "--from", "src", "--to", "dst")
-	for i := 0; ; i++ {
-		var active bool
-		if err := srcConn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&active); err == nil && active {
-			break
-		}
-		if i > 600 {
-			b.Fatal("capture did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	servicetest.WaitSlotActive(b, srcConn, "pgtandem_src", 30*time.Second)
 	began := time.Now()
 	sql(b, srcConn, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g`)
 	for {

@@ -20,6 +20,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 	"github.com/pgtandem/pgtandem/pg2broker"
 )
@@ -140,16 +141,7 @@ func BenchmarkCaptureLargeTxnRSS(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	for i := 0; ; i++ {
-		var active bool
-		if err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&active); err == nil && active {
-			break
-		}
-		if i > 600 {
-			b.Fatal("capture did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	servicetest.WaitSlotActive(b, conn, "pgtandem_src", 30*time.Second)
 	sql(b, conn, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g`)
 	var end string
 	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&end); err != nil {

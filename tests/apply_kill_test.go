@@ -15,6 +15,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 )
 
 // TestApplySurvivesKill9 kills the broker2pg process 20 times at random
@@ -42,7 +43,7 @@ func TestApplySurvivesKill9(t *testing.T) {
 	}
 	env := directionEnv(src, dst, b, "persistent://public/default/apply-kill9")
 	startCapture(t, env)
-	waitSlotActive(t, srcConn)
+	servicetest.WaitSlotActive(t, srcConn, "pgtandem_src", time.Minute)
 	load := startLoad(t, src)
 	const kills = 20
 	for i := 0; i < kills; i++ {
@@ -100,15 +101,5 @@ func directionEnv(src, dst *pglocal.Server, b *brokertest.Broker, topic string) 
 
 func startApply(t *testing.T, env []string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(pgtandemBin, "broker2pg", "--from", "src", "--to", "dst")
-	cmd.Env = env
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd
+	return startPgtandem(t, env, "broker2pg", "--from", "src", "--to", "dst")
 }

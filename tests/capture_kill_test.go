@@ -17,6 +17,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 )
 
 // TestCaptureSurvivesKill9 kills the pg2broker process 20 times at random
@@ -50,7 +51,7 @@ func testCaptureSurvivesKill9(t *testing.T, major, kills int) {
 	// The first run creates publication and slot; changes committed before
 	// the slot exists are not the capture's to deliver.
 	first := startCapture(t, env)
-	waitSlotActive(t, conn)
+	servicetest.WaitSlotActive(t, conn, "pgtandem_src", time.Minute)
 	load := startLoad(t, srv)
 	for i := 0; i < kills; i++ {
 		cmd := first
@@ -77,25 +78,11 @@ func testCaptureSurvivesKill9(t *testing.T, major, kills int) {
 	t.Logf("PostgreSQL %d: %d kill -9, %d transactions (%d rows) all in the topic once", major, kills, len(rowsOf), sum(rowsOf))
 }
 
-func waitSlotActive(t *testing.T, conn *pgx.Conn) {
+// startPgtandem starts the pgtandem binary with args and env; the test's end
+// kills it if it still runs.
+func startPgtandem(t *testing.T, env []string, args ...string) *exec.Cmd {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var active bool
-		err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&active)
-		if err == nil && active {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot pgtandem_src not active after a minute (%v)", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func startCapture(t *testing.T, env []string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(pgtandemBin, "pg2broker", "--from", "src", "--create-slot")
+	cmd := exec.Command(pgtandemBin, args...)
 	cmd.Env = env
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -106,6 +93,11 @@ func startCapture(t *testing.T, env []string) *exec.Cmd {
 		_ = cmd.Wait()
 	})
 	return cmd
+}
+
+func startCapture(t *testing.T, env []string) *exec.Cmd {
+	t.Helper()
+	return startPgtandem(t, env, "pg2broker", "--from", "src", "--create-slot")
 }
 
 // load commits numbered transactions into table load from one connection, so

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 )
 
 type statusJSON struct {
@@ -45,7 +46,7 @@ func TestStatusShowsProgressAndBlocked(t *testing.T) {
 	}
 	env := directionEnv(src, dst, b, "persistent://public/default/status")
 	startCapture(t, env)
-	waitSlotActive(t, srcConn)
+	servicetest.WaitSlotActive(t, srcConn, "pgtandem_src", time.Minute)
 	startApply(t, env)
 	if _, err := srcConn.Exec(ctx, `INSERT INTO t SELECT generate_series(1, 100)`); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
@@ -124,4 +125,20 @@ func Apply(t testing.TB, dst *pglocal.Server, source, target, url, topic string,
 	t.Helper()
 	svc := NewApply(t, dst, source, target, url, topic, mutate...)
 	return svc, Run(t, svc.Run)
+}
+
+// WaitSlotActive waits until a process streams from the replication slot,
+// e.g. a pgtandem binary the test started.
+func WaitSlotActive(t testing.TB, conn *pgx.Conn, slot string, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "slot "+slot+" active", func() error {
+		var active bool
+		if err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
+			return err
+		}
+		if !active {
+			return errors.New("not active yet")
+		}
+		return nil
+	})
 }
