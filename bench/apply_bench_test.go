@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,6 +104,7 @@ func BenchmarkApplyDrain(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 2)
+	stopProfile := profilePhase(b, "PGTANDEM_BENCH_PIPELINE_PROFILE")
 	cpuBefore := cpuTime()
 	start = time.Now()
 	go func() { done <- capture.Run(ctx) }()
@@ -121,6 +123,7 @@ func BenchmarkApplyDrain(b *testing.B) {
 	})
 	ours := time.Since(start)
 	cpu := cpuTime() - cpuBefore
+	stopProfile()
 	cancel()
 	for range 2 {
 		if err := <-done; err != nil {
@@ -214,6 +217,27 @@ func BenchmarkApplyLargeTxnRSS(b *testing.B) {
 	_ = applyCmd.Process.Signal(syscall.SIGTERM)
 	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
 	fmt.Printf("apply of one 1,000,000-row transaction: %.1fs from source commit start to target commit, broker2pg peak RSS %.0f MiB (limit 512)\n", time.Since(began).Seconds(), float64(hwm)/1024)
+}
+
+// profilePhase writes a CPU profile of one phase of a benchmark to the file
+// named by the environment variable env, when it is set: the benchmark's own
+// -cpuprofile would mix in the native run and the set-up.
+func profilePhase(b *testing.B, env string) (stop func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }
 
 // configEnv is the environment without the benchmark's own PGTANDEM_BENCH_*

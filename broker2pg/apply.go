@@ -147,14 +147,13 @@ func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
 // handle applies one message.
 func (a *applier) handle(ctx context.Context, d decoded) error {
 	msg, ev, err := d.msg, d.ev, d.err
-	id := msg.ID().String()
 	if !a.ready {
 		if err := a.setup(ctx, msg); err != nil {
 			return err
 		}
 	}
 	if err != nil {
-		return &BlockedError{MessageID: id, LSN: msg.Properties()[event.PropLSN], Reason: err.Error() + "; the message cannot be applied: remove it from the topic only if you know what it held"}
+		return &BlockedError{MessageID: msg.ID().String(), LSN: msg.Properties()[event.PropLSN], Reason: err.Error() + "; the message cannot be applied: remove it from the topic only if you know what it held"}
 	}
 	if sys := msg.Properties()[event.PropSystem]; sys != "" && a.system != "" && sys != a.system {
 		return &IdentityError{Source: a.svc.cfg.Source, StoredSystem: a.system, EventSystem: sys}
@@ -167,7 +166,7 @@ func (a *applier) handle(ctx context.Context, d decoded) error {
 	case event.KindCommit:
 		return a.commit(ctx, ev, msg)
 	default:
-		return a.change(ctx, ev, msg, id)
+		return a.change(ctx, ev, msg)
 	}
 }
 
@@ -197,22 +196,22 @@ func (a *applier) begin(ctx context.Context, ev *event.Event, msg pulsar.Message
 	return nil
 }
 
-func (a *applier) change(ctx context.Context, ev *event.Event, msg pulsar.Message, id string) error {
+func (a *applier) change(ctx context.Context, ev *event.Event, msg pulsar.Message) error {
 	switch {
 	case a.cur == nil && ev.LSN <= a.applied, a.cur != nil && ev.LSN < a.cur.lsn:
 		return nil // redelivered message of a transaction already applied
 	case a.cur == nil || ev.LSN != a.cur.lsn:
-		return &FramingError{MessageID: id, Reason: fmt.Sprintf("%s of %s seq %d outside its transaction", ev.Kind, ev.LSN, ev.Seq)}
+		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("%s of %s seq %d outside its transaction", ev.Kind, ev.LSN, ev.Seq)}
 	case a.cur.skip || ev.Seq < a.cur.next:
 		return nil
 	case ev.Seq > a.cur.next:
-		return &FramingError{MessageID: id, Reason: fmt.Sprintf("seq %d of %s follows seq %d", ev.Seq, ev.LSN, a.cur.next-1)}
+		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("seq %d of %s follows seq %d", ev.Seq, ev.LSN, a.cur.next-1)}
 	}
 	a.cur.next++
 	size := len(msg.Payload())
 	a.group.rows++
 	a.group.bytes += size
-	if err := a.plan.add(ctx, ev, id, size); err != nil {
+	if err := a.plan.add(ctx, ev, msg.ID(), size); err != nil {
 		return err
 	}
 	if a.plan.rows >= a.svc.cfg.FlushRows || a.plan.bytes >= a.svc.cfg.GroupBytes/4 {
@@ -395,7 +394,7 @@ func (a *applier) exec(ctx context.Context, queries []query) error {
 			break
 		}
 		if q.expect >= 0 && tag.RowsAffected() < int64(q.expect) {
-			a.log.Warn("rows missing on the target", "table", q.table, "changed", tag.RowsAffected(), "want", q.expect, "message", q.msgID, "lsn", q.lsn)
+			a.log.Warn("rows missing on the target", "table", q.table, "changed", tag.RowsAffected(), "want", q.expect, "message", idString(q.msgID), "lsn", q.lsn)
 		}
 	}
 	if err := br.Close(); err != nil && execErr == nil {
@@ -422,7 +421,7 @@ func (a *applier) blame(q query, err error) error {
 		if pgErr.ColumnName != "" {
 			col = event.QuoteIdent(pgErr.ColumnName)
 		}
-		return &BlockedError{Table: q.table, Column: col, MessageID: q.msgID, LSN: q.lsn.String(), Reason: reason, Code: pgErr.Code}
+		return &BlockedError{Table: q.table, Column: col, MessageID: idString(q.msgID), LSN: q.lsn.String(), Reason: reason, Code: pgErr.Code}
 	}
 	return fmt.Errorf("apply to %s: %w", q.table, err)
 }

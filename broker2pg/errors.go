@@ -3,6 +3,8 @@ package broker2pg
 import (
 	"errors"
 	"fmt"
+
+	"github.com/apache/pulsar-client-go/pulsar"
 )
 
 // BlockedError stops the apply at one message that cannot be applied as the
@@ -67,4 +69,13 @@ func IsBlocked(err error) bool {
 func IsFatal(err error) bool {
 	var ie *IdentityError
 	return errors.As(err, &ie)
+}
+
+// idString prints a message id for an operator; ids are kept unprinted
+// until an error needs them, as printing one per message is costly.
+func idString(id pulsar.MessageID) string {
+	if id == nil {
+		return ""
+	}
+	return id.String()
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/pgtandem/pgtandem/internal/event"
 )
 
@@ -16,7 +17,7 @@ type query struct {
 	// table, msgID and lsn point an operator at the data behind the
 	// statement: the table and the first message that fed it.
 	table string
-	msgID string
+	msgID pulsar.MessageID
 	lsn   event.LSN
 	// expect is the number of rows the statement must change; -1 when the
 	// number is not known (a DELETE of a row inserted in the same batch).
@@ -46,6 +47,8 @@ type plan struct {
 	// violate a unique index mid-statement (a swap of unique values through
 	// an intermediate one), which the source's order does not.
 	strict bool
+	// handoffs skips the changes a resumed init's copy of a table holds.
+	handoffs tableHandoffs
 }
 
 func newPlan(schema *schemaCache) *plan { return &plan{schema: schema, seg: newSegment()} }
@@ -65,13 +68,19 @@ type tablePlan struct {
 	keyCols []string
 	keys    map[string]*rowState
 	order   []*rowState
-	// A table without key holds a run of one kind (insert or delete) whose
-	// rows carry the columns cols.
-	kind  event.Kind
-	cols  []string
-	rows  [][]*string
-	msgID string
-	lsn   event.LSN
+	// A table without key holds a run of one kind whose rows carry the
+	// columns cols: the new rows of inserts, the old rows of deletes, and for
+	// updates the old row's cols followed by the new values of setCols.
+	kind    event.Kind
+	cols    []string
+	setCols []string
+	rows    [][]*string
+	// newRows holds the new rows of a run of updates, matched by cols: an
+	// update of a row that an earlier update of the run produced must wait
+	// for the next statement, which sees it.
+	newRows map[string]bool
+	msgID   pulsar.MessageID
+	lsn     event.LSN
 }
 
 // rowState is the net effect of a segment's changes on one key.
@@ -81,12 +90,12 @@ type rowState struct {
 	write event.Kind // "", insert or update
 	cols  []string   // columns written, in event order
 	vals  map[string]*string
-	msgID string
+	msgID pulsar.MessageID
 	lsn   event.LSN
 }
 
 // add plans one change event received as message msgID.
-func (p *plan) add(ctx context.Context, ev *event.Event, msgID string, size int) error {
+func (p *plan) add(ctx context.Context, ev *event.Event, msgID pulsar.MessageID, size int) error {
 	if err := p.addEvent(ctx, ev, msgID, size); err != nil {
 		return err
 	}
@@ -96,7 +105,10 @@ func (p *plan) add(ctx context.Context, ev *event.Event, msgID string, size int)
 	return nil
 }
 
-func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID string, size int) error {
+func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID pulsar.MessageID, size int) error {
+	if p.handoffs.skip(ev) {
+		return nil
+	}
 	p.rows++
 	p.bytes += size
 	switch ev.Kind {
@@ -156,11 +168,10 @@ func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID string, size
 
 // addUnkeyed plans a change of a table matched by whole rows (REPLICA
 // IDENTITY FULL).
-func (p *plan) addUnkeyed(t *targetTable, ev *event.Event, msgID string) error {
+func (p *plan) addUnkeyed(t *targetTable, ev *event.Event, msgID pulsar.MessageID) error {
 	switch ev.Kind {
 	case event.KindUpdate:
-		p.closeSegment()
-		p.done = append(p.done, unkeyedUpdateQuery(t, ev, msgID))
+		p.addUnkeyedUpdate(t, ev, msgID)
 		return nil
 	case event.KindInsert:
 		return p.appendRun(t, ev.Kind, writable(t, ev.New, ev.Columns), ev.New, msgID, ev.LSN)
@@ -169,7 +180,46 @@ func (p *plan) addUnkeyed(t *targetTable, ev *event.Event, msgID string) error {
 	}
 }
 
-func (p *plan) appendRun(t *targetTable, kind event.Kind, cols []string, row map[string]*string, msgID string, lsn event.LSN) error {
+// addUnkeyedUpdate adds an update of a table matched by whole rows to a
+// run of updates with the same matched and set columns, applied by one
+// statement: a large transaction updating rows of a keyless table must not
+// cost a scan of the table per row.
+func (p *plan) addUnkeyedUpdate(t *targetTable, ev *event.Event, msgID pulsar.MessageID) {
+	match := present(ev.Old, ev.OldUnchanged, ev.Columns)
+	set := settable(t, writable(t, ev.New, ev.Columns), nil)
+	if len(set) == 0 {
+		return // only columns the target computes itself changed
+	}
+	vals := make([]*string, 0, len(match)+len(set))
+	for _, c := range match {
+		vals = append(vals, ev.Old[c])
+	}
+	tp := p.tablePlan(t, false, nil)
+	if len(tp.rows) > 0 && (tp.kind != event.KindUpdate || !equalStrings(tp.cols, match) || !equalStrings(tp.setCols, set) || tp.newRows[keyString(vals)]) {
+		p.closeSegment()
+		tp = p.tablePlan(t, false, nil)
+	}
+	if len(tp.rows) == 0 {
+		tp.kind, tp.cols, tp.setCols, tp.msgID, tp.lsn, tp.newRows = event.KindUpdate, match, set, msgID, ev.LSN, map[string]bool{}
+	}
+	newRow := make([]*string, len(match))
+	for i, c := range match {
+		// A column absent from the new row kept its old value (unchanged
+		// TOAST).
+		if v, ok := ev.New[c]; ok {
+			newRow[i] = v
+		} else {
+			newRow[i] = ev.Old[c]
+		}
+	}
+	tp.newRows[keyString(newRow)] = true
+	for _, c := range set {
+		vals = append(vals, ev.New[c])
+	}
+	tp.rows = append(tp.rows, vals)
+}
+
+func (p *plan) appendRun(t *targetTable, kind event.Kind, cols []string, row map[string]*string, msgID pulsar.MessageID, lsn event.LSN) error {
 	tp := p.tablePlan(t, false, nil)
 	if len(tp.rows) > 0 && (tp.kind != kind || !equalStrings(tp.cols, cols)) {
 		p.closeSegment()
@@ -186,7 +236,7 @@ func (p *plan) appendRun(t *targetTable, kind event.Kind, cols []string, row map
 	return nil
 }
 
-func (p *plan) truncate(ctx context.Context, ev *event.Event, msgID string) error {
+func (p *plan) truncate(ctx context.Context, ev *event.Event, msgID pulsar.MessageID) error {
 	p.closeSegment()
 	var names []string
 	seen := map[string]bool{}
@@ -227,7 +277,7 @@ func (p *plan) tablePlan(t *targetTable, keyed bool, keyCols []string) *tablePla
 	return tp
 }
 
-func (tp *tablePlan) state(key []*string, msgID string, lsn event.LSN) *rowState {
+func (tp *tablePlan) state(key []*string, msgID pulsar.MessageID, lsn event.LSN) *rowState {
 	k := keyString(key)
 	rs, ok := tp.keys[k]
 	if !ok {
@@ -258,9 +308,9 @@ func (p *plan) take() []query {
 	return q
 }
 
-func withMessage(err error, msgID string, lsn event.LSN) error {
+func withMessage(err error, msgID pulsar.MessageID, lsn event.LSN) error {
 	if be, ok := err.(*BlockedError); ok {
-		be.MessageID, be.LSN = msgID, lsn.String()
+		be.MessageID, be.LSN = idString(msgID), lsn.String()
 	}
 	return err
 }
@@ -350,12 +400,23 @@ func (ps *params) add(v any) string {
 // unnest returns "unnest($1::text[], ...) AS u(p1, ...)" over columns of
 // text values.
 func (ps *params) unnest(columns [][]*string) string {
-	var fn, names []string
+	fn, names := ps.unnestParts(columns)
+	return "unnest(" + fn + ") AS u(" + names + ")"
+}
+
+// unnestOrdinal is unnest with each row's position as column ord.
+func (ps *params) unnestOrdinal(columns [][]*string) string {
+	fn, names := ps.unnestParts(columns)
+	return "unnest(" + fn + ") WITH ORDINALITY AS u(" + names + ", ord)"
+}
+
+func (ps *params) unnestParts(columns [][]*string) (fn, names string) {
+	var fns, ns []string
 	for i, col := range columns {
-		fn = append(fn, ps.add(col)+"::text[]")
-		names = append(names, "p"+strconv.Itoa(i+1))
+		fns = append(fns, ps.add(col)+"::text[]")
+		ns = append(ns, "p"+strconv.Itoa(i+1))
 	}
-	return "unnest(" + strings.Join(fn, ", ") + ") AS u(" + strings.Join(names, ", ") + ")"
+	return strings.Join(fns, ", "), strings.Join(ns, ", ")
 }
 
 func cast(t *targetTable, col, expr string) string {
@@ -367,7 +428,7 @@ func cast(t *targetTable, col, expr string) string {
 func keyedQueries(tp *tablePlan) []query {
 	t := tp.t
 	var out []query
-	first := func(rs []*rowState) (string, event.LSN) { return rs[0].msgID, rs[0].lsn }
+	first := func(rs []*rowState) (pulsar.MessageID, event.LSN) { return rs[0].msgID, rs[0].lsn }
 	var dels []*rowState
 	updates := map[string][]*rowState{}
 	inserts := map[string][]*rowState{}
@@ -519,9 +580,9 @@ func paramRowText(t *targetTable, names []string, exprs []string) string {
 // row removes as many target rows as the run deletes copies of it.
 func unkeyedRunQuery(tp *tablePlan) query {
 	t := tp.t
-	cols := make([][]*string, len(tp.cols))
+	cols := make([][]*string, len(tp.cols)+len(tp.setCols))
 	for _, row := range tp.rows {
-		for i := range tp.cols {
+		for i := range cols {
 			cols[i] = append(cols[i], row[i])
 		}
 	}
@@ -536,6 +597,9 @@ func unkeyedRunQuery(tp *tablePlan) query {
 	for i := range tp.cols {
 		exprs[i] = "u.p" + strconv.Itoa(i+1)
 	}
+	if tp.kind == event.KindUpdate {
+		return unkeyedUpdateQuery(tp, q, exprs, cols)
+	}
 	q.sql = fmt.Sprintf(`WITH o AS (SELECT k, count(*) AS n FROM (SELECT %s AS k FROM %s) s GROUP BY k),
 m AS (SELECT t.tableoid AS toid, t.ctid AS tid, o.n, row_number() OVER (PARTITION BY o.k) AS rn FROM %s AS t JOIN o ON %s = o.k)
 DELETE FROM %s AS t USING m WHERE t.tableoid = m.toid AND t.ctid = m.tid AND m.rn <= m.n`,
@@ -545,32 +609,33 @@ DELETE FROM %s AS t USING m WHERE t.tableoid = m.toid AND t.ctid = m.tid AND m.r
 	return q
 }
 
-// unkeyedUpdateQuery changes exactly one row equal to the event's old row.
-func unkeyedUpdateQuery(t *targetTable, ev *event.Event, msgID string) query {
+// unkeyedUpdateQuery writes a run of updates on a table without key in one
+// pass over the table. Each update changes exactly one row equal to its old
+// row: the n-th update of a given old row takes the n-th target row equal to
+// it, so duplicate rows are respected.
+func unkeyedUpdateQuery(tp *tablePlan, q query, exprs []string, cols [][]*string) query {
+	t := tp.t
 	var ps params
-	match := present(ev.Old, ev.OldUnchanged, ev.Columns)
-	exprs := make([]string, len(match))
-	for i, c := range match {
-		exprs[i] = ps.add(ev.Old[c])
+	assign := make([]string, len(tp.setCols))
+	values := make([]string, len(tp.setCols))
+	for i, c := range tp.setCols {
+		values[i] = "u.p" + strconv.Itoa(len(tp.cols)+i+1) + " AS v" + strconv.Itoa(i+1)
+		assign[i] = event.QuoteIdent(c) + " = " + cast(t, c, "o.v"+strconv.Itoa(i+1))
 	}
-	var assign []string
-	for _, c := range settable(t, writable(t, ev.New, ev.Columns), nil) {
-		assign = append(assign, event.QuoteIdent(c)+" = "+cast(t, c, ps.add(ev.New[c])))
-	}
-	q := query{table: t.quoted, msgID: msgID, lsn: ev.LSN, expect: 1}
-	if len(assign) == 0 {
-		q.sql, q.expect = "SELECT 1", -1
-		return q
-	}
-	q.sql = fmt.Sprintf(`WITH m AS (SELECT s.tableoid AS toid, s.ctid AS tid FROM %s AS s WHERE %s = %s LIMIT 1)
-UPDATE %s AS t SET %s FROM m WHERE t.tableoid = m.toid AND t.ctid = m.tid`,
-		t.quoted, rowText("s", match), paramRowText(t, match, exprs), t.quoted, strings.Join(assign, ", "))
+	k := paramRowText(t, tp.cols, exprs)
+	q.sql = fmt.Sprintf(`WITH o AS (SELECT %s AS k, row_number() OVER (PARTITION BY %s ORDER BY u.ord) AS rn, %s FROM %s),
+m AS (SELECT t.tableoid AS toid, t.ctid AS tid, %s AS k, row_number() OVER (PARTITION BY %s) AS rn FROM %s AS t WHERE %s IN (SELECT k FROM o))
+UPDATE %s AS t SET %s FROM m JOIN o ON o.k = m.k AND o.rn = m.rn WHERE t.tableoid = m.toid AND t.ctid = m.tid`,
+		k, k, strings.Join(values, ", "), ps.unnestOrdinal(cols),
+		rowText("t", tp.cols), rowText("t", tp.cols), t.quoted, rowText("t", tp.cols),
+		t.quoted, strings.Join(assign, ", "))
 	q.args = ps.args
+	q.expect = len(tp.rows)
 	return q
 }
 
 // keyChangeQuery moves a row to a new key.
-func keyChangeQuery(t *targetTable, keyCols []string, ev *event.Event, msgID string) query {
+func keyChangeQuery(t *targetTable, keyCols []string, ev *event.Event, msgID pulsar.MessageID) query {
 	var ps params
 	var assign, conds []string
 	for _, c := range writable(t, ev.New, ev.Columns) {

@@ -202,6 +202,9 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, 1000)}
 	a.schema = newSchemaCache(conn, a.wait)
 	a.plan = newPlan(a.schema)
+	if a.plan.handoffs, err = readTableHandoffs(ctx, conn, s.cfg.Source); err != nil {
+		return err
+	}
 	err = a.run(ctx, events)
 	if IsBlocked(err) && a.ready {
 		recordBlocked(context.Background(), conn, s.cfg.Source, err)

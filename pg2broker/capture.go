@@ -512,13 +512,16 @@ func (st *stream) publish(ev *event.Event) error {
 		EventTime:  ev.CommitTime,
 	}
 	n := st.tracker.sent()
-	sentAt := time.Now()
-	m := st.svc.metrics
+	var sentAt time.Time
+	if ev.Kind == event.KindCommit {
+		sentAt = time.Now()
+	}
+	m, kind, size := st.svc.metrics, ev.Kind, len(payload)
 	done := func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 		if err != nil {
 			err = &PublishError{Topic: st.topic, LSN: ev.LSN.String(), Seq: ev.Seq, Err: err}
 		} else {
-			m.published(ev, len(payload), time.Since(sentAt))
+			m.published(kind, size, sentAt)
 		}
 		st.tracker.ack(n, err)
 	}

@@ -17,7 +17,6 @@ package event
 
 import (
 	"fmt"
-	json "github.com/goccy/go-json"
 	"strconv"
 	"strings"
 	"time"
@@ -115,7 +114,10 @@ func (e *Event) QualifiedTable() TableName { return TableName{Schema: e.Schema, 
 // writes as PostgreSQL prints it, "16/B374D848".
 type LSN pglogrepl.LSN
 
-func (l LSN) String() string { return pglogrepl.LSN(l).String() }
+func (l LSN) String() string {
+	var buf [17]byte
+	return string(appendLSN(buf[:0], l))
+}
 
 // MarshalText writes the PostgreSQL form.
 func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
@@ -148,9 +150,6 @@ func ParseLSN(s string) (LSN, error) {
 	return LSN(h<<32 | l), nil
 }
 
-// Marshal encodes an event.
-func Marshal(e *Event) ([]byte, error) { return json.Marshal(e) }
-
 // DecodeError reports a message that is not a valid event of this version.
 type DecodeError struct {
 	Reason string
@@ -158,43 +157,39 @@ type DecodeError struct {
 
 func (e *DecodeError) Error() string { return "undecodable event: " + e.Reason }
 
-// Unmarshal decodes and checks an event: a version this package does not
-// know, or a message without the fields its kind needs, is a *DecodeError.
-func Unmarshal(data []byte) (*Event, error) {
-	var e Event
-	if err := json.Unmarshal(data, &e); err != nil {
-		return nil, &DecodeError{Reason: err.Error()}
-	}
+// check refuses an event of a version this package does not know, or
+// without the fields its kind needs.
+func check(e *Event) error {
 	if e.V != Version {
-		return nil, &DecodeError{Reason: fmt.Sprintf("format version %d, this build reads version %d", e.V, Version)}
+		return &DecodeError{Reason: fmt.Sprintf("format version %d, this build reads version %d", e.V, Version)}
 	}
 	switch e.Kind {
 	case KindBegin, KindMessage:
 	case KindCommit:
 		if e.EndLSN == 0 {
-			return nil, &DecodeError{Reason: "commit without end_lsn"}
+			return &DecodeError{Reason: "commit without end_lsn"}
 		}
 	case KindInsert, KindUpdate, KindDelete:
 		if e.Table == "" || len(e.Columns) == 0 {
-			return nil, &DecodeError{Reason: string(e.Kind) + " without table or columns"}
+			return &DecodeError{Reason: string(e.Kind) + " without table or columns"}
 		}
 		if e.Kind != KindDelete && e.New == nil {
-			return nil, &DecodeError{Reason: string(e.Kind) + " without new row"}
+			return &DecodeError{Reason: string(e.Kind) + " without new row"}
 		}
 		if e.Kind == KindDelete && e.Old == nil {
-			return nil, &DecodeError{Reason: "delete without old row"}
+			return &DecodeError{Reason: "delete without old row"}
 		}
 	case KindTruncate:
 		if len(e.Tables) == 0 {
-			return nil, &DecodeError{Reason: "truncate without tables"}
+			return &DecodeError{Reason: "truncate without tables"}
 		}
 	default:
-		return nil, &DecodeError{Reason: fmt.Sprintf("unknown kind %q", e.Kind)}
+		return &DecodeError{Reason: fmt.Sprintf("unknown kind %q", e.Kind)}
 	}
 	if e.LSN == 0 {
-		return nil, &DecodeError{Reason: "no lsn"}
+		return &DecodeError{Reason: "no lsn"}
 	}
-	return &e, nil
+	return nil
 }
 
 // Message properties: consumers filter on them without decoding the payload.
