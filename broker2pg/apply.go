@@ -78,6 +78,9 @@ type group struct {
 	bytes   int
 	last    *event.Event // COMMIT of the last whole source transaction
 	lastID  pulsar.MessageID
+	// ackID is the last message the group's commit acknowledges: lastID,
+	// or the COMMIT of a transaction skipped after it as already applied.
+	ackID pulsar.MessageID
 }
 
 func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
@@ -247,16 +250,23 @@ func (a *applier) wait() error {
 func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Message) error {
 	switch {
 	case a.cur == nil && ev.LSN <= a.applied, a.cur != nil && ev.LSN < a.cur.lsn:
+		// The end of a transaction already applied, redelivered without
+		// its beginning: acknowledged, or it would stay in the backlog.
+		if a.cur == nil && a.group == nil {
+			a.unacked = msg.ID()
+			return a.ack()
+		}
 		return nil
 	case a.cur == nil || ev.LSN != a.cur.lsn:
 		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("COMMIT of %s outside its transaction", ev.LSN)}
 	case a.cur.skip:
 		a.cur = nil
-		a.unacked = msg.ID()
 		if a.group == nil {
+			a.unacked = msg.ID()
 			return a.ack()
 		}
-		return nil
+		a.group.ackID = msg.ID()
+		return a.endOfTransaction(ctx)
 	case ev.Seq != a.cur.next || ev.Rows != a.cur.next-1:
 		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("COMMIT of %s seq %d rows %d after seq %d", ev.LSN, ev.Seq, ev.Rows, a.cur.next-1)}
 	}
@@ -264,8 +274,15 @@ func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Messag
 	a.applied = ev.LSN
 	g := a.group
 	g.txns++
-	g.last, g.lastID = ev, msg.ID()
-	cfg := a.svc.cfg
+	g.last, g.lastID, g.ackID = ev, msg.ID(), msg.ID()
+	return a.endOfTransaction(ctx)
+}
+
+// endOfTransaction commits the group when nothing more is waiting or a
+// bound is reached; a group must never stay open once the topic is read,
+// whether its last transaction was applied or skipped.
+func (a *applier) endOfTransaction(ctx context.Context) error {
+	g, cfg := a.group, a.svc.cfg
 	if len(a.decoded) == 0 && len(a.consumer.Chan()) == 0 || g.rows >= cfg.GroupRows || g.bytes >= cfg.GroupBytes || time.Since(g.started) >= cfg.GroupDelay {
 		return a.commitGroup(ctx)
 	}
@@ -335,6 +352,7 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	g := a.group
 	if g.last == nil {
 		a.rollback()
+		a.unacked = g.ackID
 		return a.ack()
 	}
 	if err := a.wait(); err != nil {
@@ -351,7 +369,7 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	}
 	took := time.Since(g.started)
 	a.group = nil
-	a.unacked = g.lastID
+	a.unacked = g.ackID
 	s := a.svc
 	s.applied.Store(uint64(g.last.LSN))
 	s.lag.Store(int64(time.Since(g.last.CommitTime)))

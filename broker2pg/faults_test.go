@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -416,4 +417,102 @@ func TestKeylessUpdatesInOneStatement(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestBacklogEmptyWhenCaughtUp checks that once everything is applied the
+// subscription holds nothing unacknowledged, also after a restart that
+// redelivers what the target already holds: `pgtandem status` must show an
+// idle pipeline as idle.
+func TestBacklogEmptyWhenCaughtUp(t *testing.T) {
+	srcSrv, src := start(t, 17)
+	dstSrv, dst := start(t, 17)
+	b := brokertest.Start(t)
+	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY)`)
+	topic := "persistent://public/default/backlog"
+	captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
+	for i := range 5 {
+		exec(t, src, `INSERT INTO t VALUES ($1)`, i)
+	}
+	waitMarker(t, src, dst, svc, 1)
+	backlogZero := func(when string) {
+		servicetest.WaitFor(t, 30*time.Second, "empty backlog "+when, func() error {
+			n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, broker2pg.SubscriptionName("dst"))
+			if err == nil && n != 0 {
+				err = fmt.Errorf("backlog %d", n)
+			}
+			return err
+		})
+	}
+	backlogZero("when caught up")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Redeliver everything: the position on the target skips it all, and
+	// the skipped messages must be acknowledged too.
+	resp, err := http.Post(b.AdminURL()+"/admin/v2/persistent/public/default/backlog/subscription/"+broker2pg.SubscriptionName("dst")+"/resetcursor/0", "application/json", nil)
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("reset cursor: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	svc, stop = servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
+	backlogZero("after a redelivery of applied transactions")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFramingGapBlocks writes a transaction with a message missing into the
+// topic: the first session ends at it and the next one, from the last
+// acknowledged message, meets it again, which makes it a blocked apply that
+// status, metrics and /readyz show, with nothing acknowledged past it.
+func TestFramingGapBlocks(t *testing.T) {
+	srcSrv, src := start(t, 17)
+	dstSrv, dst := start(t, 17)
+	b := brokertest.Start(t)
+	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
+	topic := "persistent://public/default/gap"
+	stopCapture := captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, _ := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
+	waitMarker(t, src, dst, svc, 1)
+	if err := stopCapture(); err != nil {
+		t.Fatal(err)
+	}
+	client, err := pulsarclient.New(pulsarclient.Options{URL: b.URL(), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	producer, err := client.CreateProducer(pulsar.ProducerOptions{Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	lsn := event.LSN(0xFF_00000000)
+	two := "2"
+	for _, ev := range []*event.Event{
+		{V: event.Version, Kind: event.KindBegin, LSN: lsn, Seq: 0},
+		{V: event.Version, Kind: event.KindInsert, LSN: lsn, Seq: 2, Schema: "public", Table: "marker",
+			Columns: []event.Column{{Name: "n", Type: "integer", Key: true}}, New: map[string]*string{"n": &two}},
+		{V: event.Version, Kind: event.KindCommit, LSN: lsn, Seq: 3, EndLSN: lsn + 8, Rows: 2},
+	} {
+		payload, _ := event.Marshal(ev)
+		if _, err := producer.Send(context.Background(), &pulsar.ProducerMessage{Payload: payload, Properties: ev.Properties()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servicetest.WaitFor(t, time.Minute, "blocked on the gap", func() error {
+		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "topic framing: seq 2") {
+			return fmt.Errorf("state %v, want blocked on the gap", err)
+		}
+		return nil
+	})
+	var reason string
+	if err := dst.QueryRow(context.Background(), `SELECT coalesce(blocked_reason, '') FROM pgtandem.apply_progress`).Scan(&reason); err != nil || !strings.Contains(reason, "framing") {
+		t.Fatalf("apply_progress blocked_reason %q, %v", reason, err)
+	}
+	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, broker2pg.SubscriptionName("dst")); err != nil || n == 0 {
+		t.Fatalf("backlog %d, %v: the broken transaction must stay unacknowledged", n, err)
+	}
+	checkNotApplied(t, dst, 2)
 }

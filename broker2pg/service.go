@@ -39,6 +39,9 @@ type Service struct {
 	// source order (see plan.strict).
 	lastBegun   atomic.Uint64
 	strictUntil atomic.Uint64
+	// lastFraming is the framing error that ended the previous session;
+	// sessions run one at a time.
+	lastFraming string
 }
 
 // New checks cfg and prepares the service; nothing connects until Run.
@@ -205,11 +208,30 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	if a.plan.handoffs, err = readTableHandoffs(ctx, conn, s.cfg.Source); err != nil {
 		return err
 	}
-	err = a.run(ctx, events)
+	err = s.framingBlocks(a.run(ctx, events))
 	if IsBlocked(err) && a.ready {
 		recordBlocked(context.Background(), conn, s.cfg.Source, err)
 	}
 	return err
+}
+
+// framingBlocks turns a framing error that ends two sessions in a row at
+// the same message into a *BlockedError. Once, it can be a redelivery that a
+// new session from the last acknowledged message sets right; twice, the
+// topic itself lacks messages of a transaction, and only an operator can
+// decide what to do, so it must show in status, metrics and /readyz.
+func (s *Service) framingBlocks(err error) error {
+	var fe *FramingError
+	if !errors.As(err, &fe) {
+		s.lastFraming = ""
+		return err
+	}
+	if fe.Error() != s.lastFraming {
+		s.lastFraming = fe.Error()
+		return err
+	}
+	return &BlockedError{MessageID: fe.MessageID, Reason: "topic framing: " + fe.Reason +
+		"; the topic does not hold this transaction whole (messages deleted or written by another producer): compare the topic with the source before moving the subscription past it"}
 }
 
 // connectTarget opens the apply session with the settings PostgreSQL's own
