@@ -18,9 +18,12 @@ INSERT INTO pairs SELECT g % 100, 'k' || g, jsonb_build_object('g', g) FROM gene
 CREATE TABLE logs (at int, what text);
 ALTER TABLE logs REPLICA IDENTITY FULL;
 INSERT INTO logs SELECT g % 10, 'dup' FROM generate_series(1, 500) g;
-CREATE TABLE typed (id int PRIMARY KEY, f float8, d date, arr text[], m mood, r int4range, b bytea);
-INSERT INTO typed VALUES (1, 'NaN', '-infinity', ARRAY[NULL, 'a,b', '"q"'], 'happy', '[1,5)', '\x00ff'),
-  (2, 1e-300, '2024-02-29', '{}', 'sad', 'empty', '');
+CREATE TABLE typed (id int PRIMARY KEY, f float8, d date, arr text[], m mood, r int4range, b bytea,
+  c char(5), vs varchar(10)[], big bigint, u uuid, small smallint, n numeric);
+INSERT INTO typed VALUES (1, 'NaN', '-infinity', ARRAY[NULL, 'a,b', '"q"'], 'happy', '[1,5)', '\x00ff', 'a', '{x,y}', 1, NULL, 1, 1.0),
+  (2, 1e-300, '2024-02-29', '{}', 'sad', 'empty', '', 'ab', NULL, -1, '6f1c0a2e-3f0e-4b7e-9a55-1b2c3d4e5f60', NULL, NULL),
+  (3, 0, NULL, NULL, NULL, NULL, NULL, NULL, '{}', 9223372036854775807, NULL, 2, 2.50),
+  (4, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7, 3);
 CREATE TABLE part (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
 CREATE TABLE part_eu PARTITION OF part FOR VALUES IN ('eu');
 CREATE TABLE part_us PARTITION OF part FOR VALUES IN ('us');
@@ -67,6 +70,10 @@ func TestVerify(t *testing.T) {
 		`INSERT INTO pairs VALUES (999, 'extra', '{}')`,
 		`DELETE FROM logs WHERE ctid = (SELECT min(ctid) FROM logs WHERE at = 3)`,
 		`UPDATE typed SET f = 'Infinity' WHERE id = 1`,
+		`UPDATE typed SET c = 'ab ' WHERE id = 2`, // char(n) pads: not a difference
+		`UPDATE typed SET big = NULL, u = '6f1c0a2e-3f0e-4b7e-9a55-1b2c3d4e5f61' WHERE id = 2`,
+		`UPDATE typed SET n = 2.5 WHERE id = 3`, // equal as numbers, not as data
+		`UPDATE typed SET small = NULL, big = 7 WHERE id = 4`, // the same value, moved to another column
 		`DROP SEQUENCE invoice_no`,
 		`ALTER TABLE part ADD COLUMN extra int`,
 	} {
@@ -88,7 +95,7 @@ func TestVerify(t *testing.T) {
 		"public.accounts": "12345: different",
 		"public.pairs":    "7, k7: missing on target|999, extra: only on target",
 		"public.logs":     "(3,dup): 50 on source, 49 on target",
-		"public.typed":    "1: different",
+		"public.typed":    "1: different|2: different|3: different|4: different",
 	}
 	for table, rows := range want {
 		res := byName(report, table)
