@@ -20,6 +20,8 @@ type relation struct {
 	schema, table string
 	identity      string
 	columns       []event.Column
+	// bookkeeping marks pgtandem's own state tables, never published.
+	bookkeeping bool
 }
 
 // ProtocolError reports pgoutput output that cannot be turned into events;
@@ -104,7 +106,7 @@ func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byt
 		}
 		return nil, &ProtocolError{LSN: walStart, Reason: fmt.Sprintf("%s outside a transaction", msg.Type())}
 	}
-	if d.skipping {
+	if d.skipping || d.bookkeeping(msg) {
 		return nil, nil
 	}
 	out := d.flushBegin()
@@ -116,6 +118,28 @@ func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byt
 		out = append(out, ev)
 	}
 	return out, nil
+}
+
+// bookkeeping tells whether msg changes one of pgtandem's state tables (a
+// TRUNCATE only when all its tables are).
+func (d *decoder) bookkeeping(msg pglogrepl.Message) bool {
+	var ids []uint32
+	switch m := msg.(type) {
+	case *pglogrepl.InsertMessage:
+		ids = []uint32{m.RelationID}
+	case *pglogrepl.UpdateMessage:
+		ids = []uint32{m.RelationID}
+	case *pglogrepl.DeleteMessage:
+		ids = []uint32{m.RelationID}
+	case *pglogrepl.TruncateMessage:
+		ids = m.RelationIDs
+	}
+	for _, id := range ids {
+		if rel, ok := d.relations[id]; !ok || !rel.bookkeeping {
+			return false
+		}
+	}
+	return len(ids) > 0
 }
 
 // takeSkipped returns the end LSN of a transaction that was dropped since the
@@ -168,7 +192,7 @@ func (d *decoder) commit(walStart pglogrepl.LSN, m *pglogrepl.CommitMessage) ([]
 }
 
 func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
-	rel := &relation{schema: m.Namespace, table: m.RelationName}
+	rel := &relation{schema: m.Namespace, table: m.RelationName, bookkeeping: event.IsBookkeeping(m.Namespace, m.RelationName)}
 	switch m.ReplicaIdentity {
 	case 'd':
 		rel.identity = "default"
@@ -228,6 +252,9 @@ func (d *decoder) change(walStart pglogrepl.LSN, msg pglogrepl.Message) (*event.
 			rel, err := d.rel(walStart, id)
 			if err != nil {
 				return nil, err
+			}
+			if rel.bookkeeping {
+				continue
 			}
 			ev.Tables = append(ev.Tables, event.TableName{Schema: rel.schema, Table: rel.table})
 		}

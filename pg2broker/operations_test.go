@@ -164,3 +164,33 @@ func get(url string) (int, string) {
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
 }
+
+// TestBookkeepingNotPublished writes pgtandem's own state tables and a
+// marker table of the same schema in one transaction: only the marker row
+// reaches the topic, since one cluster's apply position copied into another
+// would overwrite that cluster's own.
+func TestBookkeepingNotPublished(t *testing.T) {
+	srv := pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	conn := pgtest.Connect(t, srv, "postgres")
+	exec(t, conn, `CREATE SCHEMA pgtandem;
+		CREATE TABLE pgtandem.apply_progress (source_cluster text PRIMARY KEY, commit_lsn pg_lsn);
+		CREATE TABLE pgtandem.table_handoff (t text PRIMARY KEY);
+		CREATE TABLE pgtandem.marker (n int PRIMARY KEY)`)
+	topic := "persistent://public/default/bookkeeping"
+	capture(t, srv, b.URL(), topic)
+	exec(t, conn, `BEGIN;
+		INSERT INTO pgtandem.apply_progress VALUES ('old', '0/1');
+		INSERT INTO pgtandem.marker VALUES (1);
+		UPDATE pgtandem.apply_progress SET commit_lsn = '0/2';
+		TRUNCATE pgtandem.table_handoff;
+		COMMIT`)
+	txns := eventtest.ReadTxns(t, b.URL(), topic, 1, time.Minute)
+	var got []string
+	for _, ev := range txns[0].Changes {
+		got = append(got, string(ev.Kind)+" "+ev.Schema+"."+ev.Table)
+	}
+	if len(got) != 1 || got[0] != "insert pgtandem.marker" || txns[0].Commit.Rows != 1 {
+		t.Fatalf("published %v (commit rows %d), want only the marker insert", got, txns[0].Commit.Rows)
+	}
+}
