@@ -87,23 +87,17 @@ func startEnvironment(ctx context.Context, dir string, log *slog.Logger) (*envir
 	start := time.Now()
 	// Throwaway data: no fsync spares the 2-core machine the flushes.
 	settings := map[string]string{"fsync": "off", "full_page_writes": "off"}
-	// pg_ctl start killed by a cancelled context leaves its server running
-	// without a Server to stop it: starting is not cancelled, the check
-	// after it is.
-	startCtx := context.WithoutCancel(ctx)
+	// A start cancelled by Ctrl-C stops the server it started (pglocal.Start).
 	var g errgroup.Group
 	g.Go(func() (err error) {
-		env.old, err = pglocal.Start(startCtx, pglocal.Options{Major: oldMajor, Dir: filepath.Join(dir, oldCluster), Settings: settings})
+		env.old, err = pglocal.Start(ctx, pglocal.Options{Major: oldMajor, Dir: filepath.Join(dir, oldCluster), Settings: settings})
 		return err
 	})
 	g.Go(func() (err error) {
-		env.new, err = pglocal.Start(startCtx, pglocal.Options{Major: newMajor, Dir: filepath.Join(dir, newCluster), Settings: settings})
+		env.new, err = pglocal.Start(ctx, pglocal.Options{Major: newMajor, Dir: filepath.Join(dir, newCluster), Settings: settings})
 		return err
 	})
 	err := g.Wait()
-	if err == nil {
-		err = ctx.Err()
-	}
 	if err == nil {
 		err = env.startBroker(log)
 	}
