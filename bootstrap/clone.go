@@ -108,5 +108,18 @@ func FinishClone(ctx context.Context, cfg Config, slotLSN pglogrepl.LSN) error {
 	if topic == "" {
 		topic = cfg.TopicPrefix + "-pg" + strconv.Itoa(info.Major)
 	}
-	return broker2pg.RecordHandoff(ctx, dst, cfg.Source, topic, info.SystemID, slotLSN-1)
+	// A new copy starts a new history: per-table handoffs of an earlier
+	// copy-mode init of this target no longer hold.
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("init --finish: record the handoff on the target: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if err := broker2pg.RecordTableHandoffs(ctx, tx.Conn(), cfg.Source, nil); err != nil {
+		return err
+	}
+	if err := broker2pg.RecordHandoff(ctx, tx.Conn(), cfg.Source, topic, info.SystemID, slotLSN-1); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }

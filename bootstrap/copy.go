@@ -1,29 +1,8 @@
-// Package bootstrap makes a target ready for broker2pg: `pgtandem init`.
-//
-// # Copy mode
-//
-// For an empty target. The schema is copied with pg_dump in two steps: the
-// tables first (pre-data), the indexes, constraints and triggers after the
-// data (post-data, restored in parallel), because building an index once
-// over all rows is much cheaper than maintaining it row by row. Between the
-// two, the publication and the slot are created with an exported snapshot,
-// every table is copied inside that snapshot with COPY streamed from source
-// to target (no temporary files, --jobs tables at once), and sequences are
-// set from it. The slot's consistent point is then recorded in the target's
-// pgtandem.apply_progress as the handoff: pg2broker streams from the slot,
-// and broker2pg applies exactly what came after the copy, no gap, nothing
-// twice.
-//
-// # Interrupted runs
-//
-// A failed init drops the slot it created, so that no slot is left holding
-// WAL, and says so; the target then holds a partial copy, which a second run
-// refuses unless told --allow-nonempty (after the operator truncated or
-// recreated it).
 package bootstrap
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -54,6 +34,8 @@ type Config struct {
 	Source    string
 	SourceDSN string
 	TargetDSN string
+	// Target is the target cluster's name, for the commands errors print.
+	Target string
 	// Topic, or TopicPrefix-pg<source major>, is recorded with the handoff.
 	Topic       string
 	TopicPrefix string
@@ -68,9 +50,8 @@ type Config struct {
 	// PgDump is the pg_dump to use; empty finds one of the source's major
 	// or newer.
 	PgDump string
-	// Progress, when set, is told the bytes copied so far and the estimated
-	// total (the tables' on-disk size) while the copy runs.
-	Progress func(done, total int64)
+	// Progress, when set, is told how far the copy is while it runs.
+	Progress func(CopyProgress)
 }
 
 // Validate checks the configuration.
@@ -90,9 +71,17 @@ func (c Config) Validate() error {
 
 // Result is what init did.
 type Result struct {
+	// HandoffLSN is the slot's consistent point: broker2pg applies the
+	// source transactions committed from there on.
 	HandoffLSN pglogrepl.LSN
 	Tables     []TableCopy
 	Took       time.Duration
+	// Resumed is set when this run continued an interrupted one;
+	// AlreadyDone when an earlier run had finished and this one did nothing.
+	Resumed, AlreadyDone bool
+	// TableHandoffs counts the tables copied in a later snapshot than the
+	// slot's, whose changes broker2pg skips up to that snapshot.
+	TableHandoffs int
 }
 
 // TableCopy is one copied table.
@@ -103,6 +92,8 @@ type TableCopy struct {
 	Took  time.Duration
 	// Parts is how many key ranges the table was copied in.
 	Parts int
+	// Kept marks a table an earlier, interrupted run had copied.
+	Kept bool
 }
 
 // NotEmptyError lists target tables that already hold rows.
@@ -114,8 +105,9 @@ func (e *NotEmptyError) Error() string {
 	return fmt.Sprintf("init: target tables already hold rows: %s; copy mode is for an empty target (truncate them, or pass --allow-nonempty)", strings.Join(e.Tables, ", "))
 }
 
-// SlotExistsError reports a slot left by an earlier init or in use by
-// pg2broker: init never replaces one.
+// SlotExistsError reports a slot that no init recorded on the target: one of
+// an older pgtandem, of clone mode, or in use by pg2broker. init never
+// replaces one.
 type SlotExistsError struct {
 	Slot string
 }
@@ -124,146 +116,435 @@ func (e *SlotExistsError) Error() string {
 	return fmt.Sprintf("init: slot %s already exists on the source (an earlier init, or pg2broker running): if it is stale, drop it with SELECT pg_drop_replication_slot('%s') and run init again", e.Slot, e.Slot)
 }
 
-// Copy runs copy mode. Progress lines go to log.
+// Copy runs copy mode, or continues an interrupted one: the tables it had
+// committed are kept, the others copied (see the package documentation).
+// Progress lines go to log.
 func Copy(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	started := time.Now()
-	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	r, err := connect(ctx, cfg, log)
 	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	st, err := r.resumable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil && st.phase == phaseDone {
+		return r.alreadyDone(ctx, st)
+	}
+	if err := r.dumpSchema(ctx); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		if st, err = r.restoreTables(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Info("continuing an interrupted init", "slot", r.slot, "consistent_point", st.consistent.String(), "stopped", st.updated.Format(time.RFC3339))
+	}
+	res, err := r.copyData(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.restoreIndexes(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.finish(ctx, st); err != nil {
+		return nil, r.cleanup(ctx, phasePostData, "recording the handoff on the target failed after the copy and post-data", err)
+	}
+	res.TableHandoffs = len(tableHandoffs(st.consistent, r.snapshots))
+	res.Took = time.Since(started)
+	return res, nil
+}
+
+// run is one init: its connections, and what it learned on the way.
+type run struct {
+	cfg      Config
+	log      *slog.Logger
+	src, dst *pgx.Conn
+	info     pg2broker.SourceInfo
+	slot     string
+	topic    string
+	tools    dumpTools
+	dumpDir  string
+	// snapshots maps every copied unit (schema, name), kept or copied by
+	// this run, to the consistent point of the snapshot it was copied in.
+	snapshots map[[2]string]pglogrepl.LSN
+}
+
+func connect(ctx context.Context, cfg Config, log *slog.Logger) (*run, error) {
+	r := &run{cfg: cfg, log: log, slot: pg2broker.SlotName(cfg.Source), snapshots: map[[2]string]pglogrepl.LSN{}}
+	var err error
+	if r.src, err = pgx.Connect(ctx, cfg.SourceDSN); err != nil {
 		return nil, fmt.Errorf("init: connect to source: %w", err)
 	}
-	defer src.Close(context.Background())
-	dst, err := pgx.Connect(ctx, cfg.TargetDSN)
-	if err != nil {
+	if r.dst, err = pgx.Connect(ctx, cfg.TargetDSN); err != nil {
+		r.close()
 		return nil, fmt.Errorf("init: connect to target: %w", err)
 	}
-	defer dst.Close(context.Background())
-
+	if err := lockInit(ctx, r.dst, cfg.Source); err != nil {
+		r.close()
+		return nil, err
+	}
 	// Checks first, creating nothing: the publication comes after the
 	// schema is on the target and the tools are known to work.
-	info, err := pg2broker.PrepareSource(ctx, src, false)
+	r.info, err = pg2broker.PrepareSource(ctx, r.src, false)
 	var pe *pg2broker.PreflightError
 	if err != nil && !(errors.As(err, &pe) && pe.Check == "publication") {
+		r.close()
 		return nil, err
 	}
-	slot := pg2broker.SlotName(cfg.Source)
-	var exists bool
-	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("init: read slots: %w", err)
+	r.topic = cfg.Topic
+	if r.topic == "" {
+		r.topic = cfg.TopicPrefix + "-pg" + strconv.Itoa(r.info.Major)
 	}
-	if exists {
-		return nil, &SlotExistsError{Slot: slot}
-	}
-	tools, err := findDumpTools(ctx, cfg.PgDump, info.Major)
-	if err != nil {
-		return nil, err
-	}
-	topic := cfg.Topic
-	if topic == "" {
-		topic = cfg.TopicPrefix + "-pg" + strconv.Itoa(info.Major)
-	}
+	return r, nil
+}
 
-	dumpDir, err := os.MkdirTemp("", "pgtandem-init-schema-")
-	if err != nil {
-		return nil, err
+func (r *run) close() {
+	if r.src != nil {
+		r.src.Close(context.Background())
 	}
-	defer os.RemoveAll(dumpDir)
-	log.Info("dumping the schema", "pg_dump", tools.pgDump)
-	if err := runTool(ctx, tools.pgDump, cfg.SourceDSN, "--schema-only", "--format=directory", "--file="+dumpDir+"/schema",
+	if r.dst != nil {
+		// The init lock goes with the session, but only once the server
+		// noticed; a run right after this one must not wait for that.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = r.dst.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		cancel()
+		r.dst.Close(context.Background())
+	}
+	if r.dumpDir != "" {
+		os.RemoveAll(r.dumpDir)
+	}
+}
+
+// dumpSchema runs pg_dump of the source's schema, which every run needs for
+// post-data.
+func (r *run) dumpSchema(ctx context.Context) error {
+	tools, err := findDumpTools(ctx, r.cfg.PgDump, r.info.Major)
+	if err != nil {
+		return err
+	}
+	r.tools = tools
+	if r.dumpDir, err = os.MkdirTemp("", "pgtandem-init-schema-"); err != nil {
+		return err
+	}
+	r.log.Info("dumping the schema", "pg_dump", tools.pgDump)
+	if err := runTool(ctx, tools.pgDump, r.cfg.SourceDSN, "--schema-only", "--format=directory", "--file="+r.dumpDir+"/schema",
 		"--no-publications", "--no-subscriptions", "--exclude-schema=pgtandem"); err != nil {
-		return nil, fmt.Errorf("init: pg_dump of the source schema: %w", err)
+		return fmt.Errorf("init: pg_dump of the source schema: %w", err)
 	}
-	if err := runTool(ctx, tools.pgRestore, cfg.TargetDSN, "--section=pre-data", "--exit-on-error", dumpDir+"/schema"); err != nil {
-		return nil, fmt.Errorf("init: restore the tables on the target (pre-data): %w", err)
-	}
-	tables, err := listTables(ctx, src)
+	return nil
+}
+
+// restoreTables restores the tables (pre-data) on a fresh target. The phase
+// is recorded first, so that a run stopped halfway is recognised as such.
+func (r *run) restoreTables(ctx context.Context) (*initState, error) {
+	st, err := createState(ctx, r.dst, r.cfg.Source, r.info.SystemID, r.slot)
 	if err != nil {
 		return nil, err
 	}
-	if !cfg.AllowNonEmpty {
-		if err := checkEmpty(ctx, dst, tables); err != nil {
+	if err := runTool(ctx, r.tools.pgRestore, r.cfg.TargetDSN, "--section=pre-data", "--exit-on-error", r.dumpDir+"/schema"); err != nil {
+		return nil, r.cleanup(ctx, phaseSchema, "restoring the tables on the target (pre-data) failed and may have left part of the schema",
+			fmt.Errorf("pg_restore: %w", err))
+	}
+	if err := st.setPhase(ctx, r.dst, r.cfg.Source, phaseCopy); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// copyData copies every table not yet on the target, then the sequences.
+// The first run copies in the exported snapshot of the slot it creates; a
+// resumed one keeps the units an earlier run finished and copies the others
+// in a snapshot of its own. Once the slot is recorded, a failure keeps it
+// for a resume and says so.
+func (r *run) copyData(ctx context.Context, st *initState) (res *Result, err error) {
+	viaRoot, err := publishesViaRoot(ctx, r.src, r.info.Major)
+	if err != nil {
+		return nil, err
+	}
+	tables, err := listTables(ctx, r.src, viaRoot)
+	if err != nil {
+		return nil, err
+	}
+	res = &Result{HandoffLSN: st.consistent, Resumed: st.consistent != 0}
+	var snap *snapshot
+	if st.consistent == 0 {
+		if snap, err = r.createSlot(ctx, st, tables); err != nil {
+			return nil, err
+		}
+		res.HandoffLSN = st.consistent
+	}
+	defer func() {
+		if snap != nil {
+			snap.close()
+		}
+		if err != nil {
+			err = &InterruptedError{Source: r.cfg.Source, Target: r.cfg.Target, Slot: r.slot, Since: st.consistent, Err: err}
+		}
+	}()
+	copied, err := readCopied(ctx, r.dst, r.cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	kept, partial, untouched := sortUnits(groupUnits(tables), copied, st.consistent)
+	var keptNames []string
+	for _, k := range kept {
+		res.Tables = append(res.Tables, k.copies...)
+		r.snapshots[[2]string{k.schema, k.name}] = k.snapshot
+		keptNames = append(keptNames, k.String())
+	}
+	if res.Resumed {
+		r.log.Info("resuming the copy", "kept", keptNames, "recopied", unitNames(partial), "not_yet_copied", len(untouched))
+	}
+	if err := truncateUnits(ctx, r.dst, r.cfg.Source, partial); err != nil {
+		return nil, err
+	}
+	if todo := append(partial, untouched...); len(todo) > 0 {
+		if snap == nil {
+			if snap, err = exportSnapshot(ctx, r.cfg.SourceDSN, r.slot+"_resume", true); err != nil {
+				return nil, err
+			}
+			r.log.Info("copying the remaining tables in a new snapshot", "snapshot_lsn", snap.lsn.String(), "tables", len(todo))
+		}
+		copies, err := r.copyUnits(ctx, snap, todo)
+		if err != nil {
+			return nil, err
+		}
+		res.Tables = append(res.Tables, copies...)
+	}
+	// The snapshot is no longer needed; closing ends it (and drops a
+	// temporary slot).
+	if snap != nil {
+		snap.close()
+		snap = nil
+	}
+	if err := copySequences(ctx, r.cfg, r.dst); err != nil {
+		return nil, err
+	}
+	if err := st.setPhase(ctx, r.dst, r.cfg.Source, phasePostData); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// createSlot creates publication and slot; the slot's exported snapshot is
+// what a first run copies in. Its consistent point is recorded at once, and
+// the slot dropped again when that fails: a slot init does not know of would
+// hold WAL for nothing.
+func (r *run) createSlot(ctx context.Context, st *initState, tables []sourceTable) (*snapshot, error) {
+	if !r.cfg.AllowNonEmpty {
+		if err := checkEmpty(ctx, r.dst, tables); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := pg2broker.PrepareSource(ctx, src, true); err != nil {
+	if _, err := pg2broker.PrepareSource(ctx, r.src, true); err != nil {
 		return nil, err
 	}
+	snap, err := exportSnapshot(ctx, r.cfg.SourceDSN, r.slot, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.recordSlot(ctx, r.dst, r.cfg.Source, snap.lsn); err != nil {
+		snap.close()
+		if _, derr := r.src.Exec(context.WithoutCancel(ctx), `SELECT pg_drop_replication_slot($1)`, r.slot); derr != nil {
+			return nil, fmt.Errorf("%w; the slot %s could not be dropped again (%v) and holds WAL: drop it with SELECT pg_drop_replication_slot('%s') on %s",
+				err, r.slot, derr, r.slot, r.cfg.Source)
+		}
+		return nil, fmt.Errorf("%w (the slot %s was dropped again)", err, r.slot)
+	}
+	r.log.Info("created slot with an exported snapshot", "slot", r.slot, "consistent_point", snap.lsn.String(), "snapshot", snap.name)
+	return snap, nil
+}
 
-	repl, err := replicationConn(ctx, cfg.SourceDSN)
+// snapshot is a snapshot exported by the creation of a slot: the
+// transactions committed before the slot's consistent point are in it, later
+// ones are not. It lives while the replication connection that created it
+// stays open and idle.
+type snapshot struct {
+	name string
+	lsn  pglogrepl.LSN
+	conn *pgconn.PgConn
+}
+
+// exportSnapshot creates slot with an exported snapshot. A resumed run
+// creates a temporary one, gone with the connection: the permanent slot
+// still holds every change since the first snapshot, and the tables copied
+// in this one get their own handoff at its consistent point.
+func exportSnapshot(ctx context.Context, dsn, slot string, temporary bool) (*snapshot, error) {
+	conn, err := replicationConn(ctx, dsn)
 	if err != nil {
 		return nil, err
 	}
-	defer repl.Close(context.Background())
-	created, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT"})
+	created, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{Temporary: temporary, SnapshotAction: "EXPORT_SNAPSHOT"})
 	if err != nil {
+		conn.Close(context.Background())
 		return nil, fmt.Errorf("init: create slot %s: %w", slot, err)
 	}
-	consistent, err := pglogrepl.ParseLSN(created.ConsistentPoint)
+	lsn, err := pglogrepl.ParseLSN(created.ConsistentPoint)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("init: consistent point of slot %s: %w", slot, err)
+	}
+	return &snapshot{name: created.SnapshotName, lsn: lsn, conn: conn}, nil
+}
+
+func (s *snapshot) close() { s.conn.Close(context.Background()) }
+
+// copyUnits copies the tables of units in snap, largest first so the
+// longest copy starts earliest.
+func (r *run) copyUnits(ctx context.Context, snap *snapshot, units []copyUnit) ([]TableCopy, error) {
+	var tables []sourceTable
+	for _, u := range units {
+		tables = append(tables, u.tables...)
+	}
+	sort.SliceStable(tables, func(i, j int) bool { return tables[i].size > tables[j].size })
+	parts, err := splitTables(ctx, r.src, tables, r.cfg.SplitRows, r.info.Major)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("created slot with an exported snapshot", "slot", slot, "consistent_point", consistent, "snapshot", created.SnapshotName)
-	// From here on a failure must not leave the slot holding WAL.
-	ok := false
-	defer func() {
-		if ok {
-			return
-		}
-		if _, err := src.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-			log.Error("init failed and could not drop its slot: drop it by hand, it holds WAL", "slot", slot, "err", err)
-			return
-		}
-		log.Warn("init failed: dropped its slot; the target holds a partial copy, truncate it before running init again", "slot", slot)
-	}()
-	// The exported snapshot lives as long as the replication connection is
-	// idle and open: the copy below happens inside it.
-	res := &Result{HandoffLSN: consistent}
-	parts, err := splitTables(ctx, src, tables, cfg.SplitRows, info.Major)
+	tracker, byTable := newCopyTracker(tables, parts)
+	stop := tracker.report(r.cfg.Progress)
+	copies, err := copyParts(ctx, r.cfg, snap, parts, byTable, r.log)
+	stop()
 	if err != nil {
 		return nil, err
 	}
-	if res.Tables, err = copyTables(ctx, cfg, created.SnapshotName, parts, log); err != nil {
-		return nil, err
+	for _, u := range units {
+		r.snapshots[[2]string{u.schema, u.name}] = snap.lsn
 	}
-	if err := copySequences(ctx, cfg, created.SnapshotName, dst); err != nil {
-		return nil, err
+	return copies, nil
+}
+
+// restoreIndexes builds indexes, constraints and triggers (post-data). A
+// failure cannot be continued (which of them exist is unknown), so the slot
+// is dropped rather than left holding WAL, and the error says what to clean.
+func (r *run) restoreIndexes(ctx context.Context) error {
+	r.log.Info("building indexes, constraints and triggers (post-data)", "jobs", r.cfg.Jobs)
+	err := runTool(ctx, r.tools.pgRestore, r.cfg.TargetDSN, "--section=post-data", "--exit-on-error", "--jobs="+strconv.Itoa(r.cfg.Jobs), r.dumpDir+"/schema")
+	if err == nil {
+		return nil
 	}
-	// The snapshot is no longer needed; closing ends it.
-	repl.Close(ctx)
-	log.Info("building indexes, constraints and triggers (post-data)", "jobs", cfg.Jobs)
-	if err := runTool(ctx, tools.pgRestore, cfg.TargetDSN, "--section=post-data", "--exit-on-error", "--jobs="+strconv.Itoa(cfg.Jobs), dumpDir+"/schema"); err != nil {
-		return nil, fmt.Errorf("init: restore indexes and constraints on the target (post-data): %w", err)
+	reason := "building indexes, constraints and triggers on the target (post-data) failed"
+	if _, derr := r.src.Exec(context.WithoutCancel(ctx), `SELECT pg_drop_replication_slot($1)`, r.slot); derr == nil {
+		reason += "; the slot " + r.slot + " was dropped, so it holds no WAL"
+	}
+	return r.cleanup(ctx, phasePostData, reason, fmt.Errorf("pg_restore: %w", err))
+}
+
+// finish records the handoff, the per-table handoffs and the end of the
+// init in one target transaction.
+func (r *run) finish(ctx context.Context, st *initState) error {
+	tx, err := r.dst.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("init: record the handoff on the target: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if err := broker2pg.RecordTableHandoffs(ctx, tx.Conn(), r.cfg.Source, tableHandoffs(st.consistent, r.snapshots)); err != nil {
+		return err
 	}
 	// Every transaction that committed before the consistent point is in
 	// the snapshot; one that commits right at it is decoded, so the handoff
 	// is the position just before.
-	if err := broker2pg.RecordHandoff(ctx, dst, cfg.Source, topic, info.SystemID, consistent-1); err != nil {
+	if err := broker2pg.RecordHandoff(ctx, tx.Conn(), r.cfg.Source, r.topic, r.info.SystemID, st.consistent-1); err != nil {
+		return err
+	}
+	if err := st.setPhase(ctx, tx.Conn(), r.cfg.Source, phaseDone); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("init: record the handoff on the target: %w", err)
+	}
+	return nil
+}
+
+// alreadyDone answers a run after a finished init with what that one did.
+func (r *run) alreadyDone(ctx context.Context, st *initState) (*Result, error) {
+	copied, err := readCopied(ctx, r.dst, r.cfg.Source)
+	if err != nil {
 		return nil, err
 	}
-	ok = true
-	res.Took = time.Since(started)
+	res := &Result{HandoffLSN: st.consistent, AlreadyDone: true}
+	index := map[[2]string]int{}
+	for _, c := range copied {
+		key := [2]string{c.schema, c.table}
+		i, ok := index[key]
+		if !ok {
+			i = len(res.Tables)
+			index[key] = i
+			res.Tables = append(res.Tables, TableCopy{Table: c.schema + "." + c.table, Kept: true})
+		}
+		tc := &res.Tables[i]
+		tc.Rows += c.rows
+		tc.Bytes += c.bytes
+		tc.Took = max(tc.Took, c.took)
+		tc.Parts++
+	}
+	r.log.Info("init already finished", "slot", r.slot, "handoff", st.consistent.String(), "finished", st.updated.Format(time.RFC3339))
 	return res, nil
 }
 
 // sourceTable is a table whose rows are copied: every table with storage
 // (partitions individually, their roots hold none).
 type sourceTable struct {
-	qualified string
-	id        string
-	size      int64 // on disk, an estimate of the bytes COPY moves
+	qualified    string
+	id           string // schema.name, for messages
+	schema, name string
+	size         int64 // on disk, an estimate of the bytes COPY moves
+	estRows      int64
+	// unitSchema and unitName name the unit the table is copied and handed
+	// off with (see copyUnit).
+	unitSchema, unitName string
 	// columns lists the stored columns (generated ones are left to the
 	// target to compute); where selects one key range of a table split for
-	// a parallel copy, empty for the whole table.
-	columns string
-	where   string
+	// a parallel copy, empty for the whole table; part counts the ranges
+	// from 0 up to parts.
+	columns     string
+	where       string
+	part, parts int
 }
 
-func listTables(ctx context.Context, conn *pgx.Conn) ([]sourceTable, error) {
+func (u copyUnit) String() string { return u.schema + "." + u.name }
+
+func unitNames(units []copyUnit) []string {
+	names := make([]string, len(units))
+	for i, u := range units {
+		names[i] = u.String()
+	}
+	return names
+}
+
+// publishesViaRoot reports whether the publication names the changes of
+// partitions by their root, as init creates it on PostgreSQL 13 or later.
+func publishesViaRoot(ctx context.Context, conn *pgx.Conn, major int) (bool, error) {
+	if major < 13 {
+		return false, nil
+	}
+	var via bool
+	err := conn.QueryRow(ctx, `SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, pg2broker.PublicationName).Scan(&via)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("init: read publication %s: %w", pg2broker.PublicationName, err)
+	}
+	return via, nil
+}
+
+func listTables(ctx context.Context, conn *pgx.Conn, viaRoot bool) ([]sourceTable, error) {
+	root := "c.oid"
+	if viaRoot {
+		root = "coalesce(pg_partition_root(c.oid), c.oid)"
+	}
 	rows, err := conn.Query(ctx, `
-		SELECT format('%I.%I', n.nspname, c.relname), n.nspname || '.' || c.relname, pg_table_size(c.oid)
+		SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname, pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint, rn.nspname, r.relname
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_class r ON r.oid = `+root+` JOIN pg_namespace rn ON rn.oid = r.relnamespace
 		WHERE c.relkind = 'r' AND c.relpersistence = 'p'
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtandem') AND n.nspname NOT LIKE 'pg\_%'
 		ORDER BY c.relpages DESC`)
@@ -272,7 +553,8 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]sourceTable, error) {
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (sourceTable, error) {
 		var t sourceTable
-		err := r.Scan(&t.qualified, &t.id, &t.size)
+		err := r.Scan(&t.qualified, &t.schema, &t.name, &t.size, &t.estRows, &t.unitSchema, &t.unitName)
+		t.id = t.schema + "." + t.name
 		return t, err
 	})
 }
@@ -327,6 +609,7 @@ func splitTables(ctx context.Context, conn *pgx.Conn, tables []sourceTable, spli
 			return nil, fmt.Errorf("init: describe %s: %w", t.id, err)
 		}
 		t.columns = strings.Join(cols, ", ")
+		t.part, t.parts = 0, 1
 		if splitRows <= 0 || estimate <= float64(splitRows) || keyCol == nil || len(hist) < 3 {
 			out = append(out, t)
 			continue
@@ -347,6 +630,7 @@ func splitTables(ctx context.Context, conn *pgx.Conn, tables []sourceTable, spli
 			}
 			part.where = strings.Join(conds, " AND ")
 			part.size = t.size / int64(len(bounds)+1)
+			part.part, part.parts = i, len(bounds)+1
 			out = append(out, part)
 		}
 	}
@@ -355,45 +639,25 @@ func splitTables(ctx context.Context, conn *pgx.Conn, tables []sourceTable, spli
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// copyTables streams every table from the source snapshot into the target,
-// Jobs at once, the largest first so the longest copy starts earliest.
-func copyTables(ctx context.Context, cfg Config, snapshot string, tables []sourceTable, log *slog.Logger) ([]TableCopy, error) {
-	results := make([]TableCopy, len(tables))
-	var copied, bytes atomic.Int64
-	var total int64
-	for _, t := range tables {
-		total += t.size
-	}
-	if cfg.Progress != nil {
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			tick := time.NewTicker(200 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					cfg.Progress(bytes.Load(), max(total, bytes.Load()))
-					return
-				case <-tick.C:
-					cfg.Progress(bytes.Load(), max(total, bytes.Load()))
-				}
-			}
-		}()
-		defer func() { close(stop); <-done }()
-	}
+// copyParts streams the parts from the snapshot into the target, Jobs at
+// once.
+func copyParts(ctx context.Context, cfg Config, snap *snapshot, parts []sourceTable, tables map[string]*tableTracker, log *slog.Logger) ([]TableCopy, error) {
+	results := make([]TableCopy, len(parts))
+	var copied atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cfg.Jobs)
-	for i, t := range tables {
+	for i, p := range parts {
 		g.Go(func() error {
-			r, err := copyTable(gctx, cfg, snapshot, t, &bytes)
+			tt := tables[p.id]
+			tt.start()
+			r, err := copyPart(gctx, cfg, snap, p, tt)
 			if err != nil {
 				return err
 			}
+			tt.partDone()
 			results[i] = r
-			log.Info("copied", "table", t.id, "rows", r.Rows, "MB", fmt.Sprintf("%.1f", float64(r.Bytes)/1e6),
-				"MB/s", fmt.Sprintf("%.1f", float64(r.Bytes)/1e6/max(r.Took.Seconds(), 0.001)), "done", fmt.Sprintf("%d/%d", copied.Add(1), len(tables)))
+			log.Info("copied", "table", p.id, "rows", r.Rows, "MB", fmt.Sprintf("%.1f", float64(r.Bytes)/1e6),
+				"MB/s", fmt.Sprintf("%.1f", float64(r.Bytes)/1e6/max(r.Took.Seconds(), 0.001)), "done", fmt.Sprintf("%d/%d", copied.Add(1), len(parts)))
 			return nil
 		})
 	}
@@ -418,7 +682,10 @@ func copyTables(ctx context.Context, cfg Config, snapshot string, tables []sourc
 	return merged, nil
 }
 
-func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, total *atomic.Int64) (TableCopy, error) {
+// copyPart copies one table, or one key range of it, in one target
+// transaction that also records it in pgtandem.init_tables: a resumed init
+// keeps exactly what was committed.
+func copyPart(ctx context.Context, cfg Config, snap *snapshot, t sourceTable, table *tableTracker) (TableCopy, error) {
 	started := time.Now()
 	res := TableCopy{Table: t.id, Parts: 1}
 	src, err := pgconn.Connect(ctx, cfg.SourceDSN)
@@ -426,25 +693,30 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, 
 		return res, fmt.Errorf("init: copy %s: connect to source: %w", t.id, err)
 	}
 	defer src.Close(context.Background())
-	dst, err := pgconn.Connect(ctx, cfg.TargetDSN)
+	dst, err := pgx.Connect(ctx, cfg.TargetDSN)
 	if err != nil {
 		return res, fmt.Errorf("init: copy %s: connect to target: %w", t.id, err)
 	}
 	defer dst.Close(context.Background())
-	if err := src.Exec(ctx, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '`+snapshot+`'`).Close(); err != nil {
-		return res, fmt.Errorf("init: copy %s: enter the slot's snapshot %s: %w", t.id, snapshot, err)
+	if err := src.Exec(ctx, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '`+snap.name+`'`).Close(); err != nil {
+		return res, fmt.Errorf("init: copy %s: enter the slot's snapshot %s: %w", t.id, snap.name, err)
 	}
 	// Rows are loaded as the source holds them: no triggers or foreign key
 	// checks fire (constraints come with post-data anyway).
-	if err := dst.Exec(ctx, `SET session_replication_role = replica; SET synchronous_commit = off`).Close(); err != nil {
+	if _, err := dst.Exec(ctx, `SET session_replication_role = replica; SET synchronous_commit = off`); err != nil {
 		return res, err
 	}
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return res, fmt.Errorf("init: copy %s: begin on the target: %w", t.id, err)
+	}
+	defer tx.Rollback(context.Background())
 	pr, pw := io.Pipe()
 	// The source hands over one row per write; batching them keeps the pipe
 	// from switching goroutines per row and the target from getting one
 	// CopyData message per row.
 	buffered := bufio.NewWriterSize(pw, 256<<10)
-	counter := &countingWriter{w: buffered, total: total}
+	counter := &countingWriter{w: buffered, table: table}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		out := `COPY ` + t.qualified + ` (` + t.columns + `) TO STDOUT`
@@ -462,7 +734,7 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, 
 		return nil
 	})
 	g.Go(func() error {
-		tag, err := dst.CopyFrom(gctx, pr, `COPY `+t.qualified+` (`+t.columns+`) FROM STDIN`)
+		tag, err := tx.Conn().PgConn().CopyFrom(gctx, pr, `COPY `+t.qualified+` (`+t.columns+`) FROM STDIN`)
 		if err != nil {
 			pr.CloseWithError(err)
 			return fmt.Errorf("init: copy %s into the target: %w", t.id, err)
@@ -476,41 +748,46 @@ func copyTable(ctx context.Context, cfg Config, snapshot string, t sourceTable, 
 	if err := src.Exec(ctx, `COMMIT`).Close(); err != nil {
 		return res, err
 	}
-	res.Bytes = counter.n.Load()
+	res.Bytes = counter.n
 	res.Took = time.Since(started)
+	_, err = tx.Exec(ctx, recordPartSQL, cfg.Source, t.schema, t.name, t.part, t.parts, snap.lsn.String(), res.Rows, res.Bytes, res.Took.Seconds())
+	if err != nil {
+		return res, fmt.Errorf("init: copy %s: record it in pgtandem.init_tables: %w", t.id, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("init: copy %s: commit on the target: %w", t.id, err)
+	}
 	return res, nil
 }
 
-// countingWriter counts what passes, for the table and for the whole copy.
+// countingWriter counts the bytes and rows that pass, for the part and for
+// its table's progress. COPY's text format ends every row with a newline and
+// escapes those inside values, so newlines count rows.
 type countingWriter struct {
 	w     io.Writer
-	n     atomic.Int64
-	total *atomic.Int64
+	n     int64
+	table *tableTracker
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	c.total.Add(int64(n))
+	c.n += int64(n)
+	c.table.bytes.Add(int64(n))
+	c.table.rows.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
 	return n, err
 }
 
-// copySequences sets every target sequence to its value in the snapshot.
-func copySequences(ctx context.Context, cfg Config, snapshot string, dst *pgx.Conn) error {
+// copySequences sets every target sequence to its value on the source.
+// Sequences are not transactional, so reading one in a snapshot still gives
+// its current value: any value from the copy on is as good, and the switch
+// sets them again at the end.
+func copySequences(ctx context.Context, cfg Config, dst *pgx.Conn) error {
 	src, err := pgx.Connect(ctx, cfg.SourceDSN)
 	if err != nil {
 		return fmt.Errorf("init: sequences: connect to source: %w", err)
 	}
 	defer src.Close(context.Background())
-	tx, err := src.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, `SET TRANSACTION SNAPSHOT '`+snapshot+`'`); err != nil {
-		return fmt.Errorf("init: sequences: enter the snapshot: %w", err)
-	}
-	rows, err := tx.Query(ctx, `SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences WHERE schemaname NOT IN ('pgtandem')`)
+	rows, err := src.Query(ctx, `SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences WHERE schemaname NOT IN ('pgtandem')`)
 	if err != nil {
 		return fmt.Errorf("init: list sequences: %w", err)
 	}
@@ -521,7 +798,7 @@ func copySequences(ctx context.Context, cfg Config, snapshot string, dst *pgx.Co
 	for _, seq := range seqs {
 		var last int64
 		var called bool
-		if err := tx.QueryRow(ctx, `SELECT last_value, is_called FROM `+seq).Scan(&last, &called); err != nil {
+		if err := src.QueryRow(ctx, `SELECT last_value, is_called FROM `+seq).Scan(&last, &called); err != nil {
 			return fmt.Errorf("init: read sequence %s: %w", seq, err)
 		}
 		if _, err := dst.Exec(ctx, `SELECT setval($1::regclass, $2, $3)`, seq, last, called); err != nil {

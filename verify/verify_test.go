@@ -72,7 +72,7 @@ func TestVerify(t *testing.T) {
 		`UPDATE typed SET f = 'Infinity' WHERE id = 1`,
 		`UPDATE typed SET c = 'ab ' WHERE id = 2`, // char(n) pads: not a difference
 		`UPDATE typed SET big = NULL, u = '6f1c0a2e-3f0e-4b7e-9a55-1b2c3d4e5f61' WHERE id = 2`,
-		`UPDATE typed SET n = 2.5 WHERE id = 3`, // equal as numbers, not as data
+		`UPDATE typed SET n = 2.5 WHERE id = 3`,               // equal as numbers, not as data
 		`UPDATE typed SET small = NULL, big = 7 WHERE id = 4`, // the same value, moved to another column
 		`DROP SEQUENCE invoice_no`,
 		`ALTER TABLE part ADD COLUMN extra int`,

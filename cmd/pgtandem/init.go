@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
+	"github.com/pgtandem/pgtandem/internal/logging"
 )
 
 func newInitCmd(a *app) *cobra.Command {
@@ -25,7 +27,8 @@ func newInitCmd(a *app) *cobra.Command {
 after the data), creates the publication and the slot with an exported snapshot, copies every table
 inside that snapshot (--jobs at once), sets the sequences, and records the slot's consistent point in
 the target's pgtandem.apply_progress, so that pg2broker and broker2pg continue exactly where the copy
-ended. A failed init drops the slot it created.
+ended. An interrupted copy keeps the slot (and says so: it holds WAL); running init again resumes it,
+keeping the tables already copied. What cannot be resumed is refused with the exact steps to start over.
 
 --mode clone, for a target built from a physical copy of the source (disk snapshot or pg_basebackup,
 then pg_upgrade): creates publication and slot and prints the recovery settings that stop the copy at
@@ -38,7 +41,7 @@ docs/runbook-clone.md.`,
 			}
 			from, _ := a.cfg.Cluster(d.from)
 			to, _ := a.cfg.Cluster(d.to)
-			cfg.Source, cfg.SourceDSN, cfg.TargetDSN = d.from, from.DSN.ConnString(), to.DSN.ConnString()
+			cfg.Source, cfg.SourceDSN, cfg.Target, cfg.TargetDSN = d.from, from.DSN.ConnString(), d.to, to.DSN.ConnString()
 			cfg.Topic, cfg.TopicPrefix = from.Topic, a.cfg.Pulsar.TopicPrefix
 			switch {
 			case mode == "clone" && finish:
@@ -68,24 +71,7 @@ docs/runbook-clone.md.`,
 			case mode != "copy":
 				return fmt.Errorf("init --mode %q: want copy or clone", mode)
 			}
-			cfg.Progress = byteProgress(a.stderr, "init copy")
-			res, err := bootstrap.Copy(cmd.Context(), cfg, a.log)
-			if err != nil {
-				return err
-			}
-			var rows, bytes int64
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "table\trows\tMB\tseconds\tparts\t")
-			for _, t := range res.Tables {
-				fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%d\t\n", t.Table, t.Rows, float64(t.Bytes)/1e6, t.Took.Seconds(), t.Parts)
-				rows += t.Rows
-				bytes += t.Bytes
-			}
-			tw.Flush()
-			fmt.Fprintf(a.stdout, "copied %d tables, %d rows, %.1f MB in %s (%.0f rows/s); handoff LSN %s recorded on %s\n",
-				len(res.Tables), rows, float64(bytes)/1e6, res.Took.Round(time.Millisecond), float64(rows)/res.Took.Seconds(), res.HandoffLSN, d.to)
-			fmt.Fprintf(a.stdout, "next: pgtandem pg2broker --from %s and pgtandem broker2pg --from %s --to %s\n", d.from, d.from, d.to)
-			return nil
+			return runCopy(cmd.Context(), a, cfg, d)
 		},
 	}
 	d.flags(cmd, true)
@@ -98,4 +84,56 @@ docs/runbook-clone.md.`,
 	f.BoolVar(&finish, "finish", false, "clone mode, last step: record the handoff on the promoted copy")
 	f.StringVar(&slotLSN, "slot-lsn", "", "clone mode with --finish: the slot LSN the first step printed")
 	return cmd
+}
+
+// runCopy runs copy mode with its progress display and prints what it did.
+func runCopy(ctx context.Context, a *app, cfg bootstrap.Config, d direction) error {
+	display := newCopyDisplay(a.stderr, "init copy")
+	cfg.Progress = display.update
+	log := a.log
+	if display.logs != a.stderr {
+		format := a.cfg.Log.Format
+		if format == "auto" {
+			format = "text"
+		}
+		l, err := logging.New(display.logs, a.cfg.Log.Level, format)
+		if err != nil {
+			return err
+		}
+		log = l
+	}
+	res, err := bootstrap.Copy(ctx, cfg, log)
+	display.stop()
+	if err != nil {
+		return err
+	}
+	next := fmt.Sprintf("next: pgtandem pg2broker --from %s and pgtandem broker2pg --from %s --to %s\n", d.from, d.from, d.to)
+	if res.AlreadyDone {
+		fmt.Fprintf(a.stdout, "init of %s into %s already finished (%d tables, handoff LSN %s); nothing to do\n", d.from, d.to, len(res.Tables), res.HandoffLSN)
+		fmt.Fprint(a.stdout, next)
+		return nil
+	}
+	var rows, bytes int64
+	kept := 0
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "table\trows\tMB\tseconds\tparts\t\t")
+	for _, t := range res.Tables {
+		from := ""
+		if t.Kept {
+			from = "kept from the interrupted run"
+			kept++
+		} else {
+			rows += t.Rows
+			bytes += t.Bytes
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%d\t%s\t\n", t.Table, t.Rows, float64(t.Bytes)/1e6, t.Took.Seconds(), t.Parts, from)
+	}
+	tw.Flush()
+	fmt.Fprintf(a.stdout, "copied %d tables, %d rows, %.1f MB in %s (%.0f rows/s); handoff LSN %s recorded on %s\n",
+		len(res.Tables)-kept, rows, float64(bytes)/1e6, res.Took.Round(time.Millisecond), float64(rows)/res.Took.Seconds(), res.HandoffLSN, d.to)
+	if res.Resumed {
+		fmt.Fprintf(a.stdout, "resumed an interrupted init: %d tables kept, %d copied in a later snapshot with their own handoff (pgtandem.table_handoff)\n", kept, res.TableHandoffs)
+	}
+	fmt.Fprint(a.stdout, next)
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgtandem/pgtandem/bootstrap"
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/internal/logging"
 )
@@ -167,10 +168,10 @@ func (m *monitor) setPhase(p Phase) {
 }
 
 // copyProgress is bootstrap's progress callback.
-func (m *monitor) copyProgress(done, total int64) {
+func (m *monitor) copyProgress(p bootstrap.CopyProgress) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.copyLine = fmt.Sprintf("copy    %6.1f of ~%.1f MB", float64(done)/1e6, float64(total)/1e6)
+	m.copyLine = fmt.Sprintf("copy    %6.1f of ~%.1f MB", float64(p.Bytes)/1e6, float64(p.TotalBytes)/1e6)
 }
 
 func (m *monitor) setCopyLine(s string) {
