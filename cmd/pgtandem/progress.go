@@ -6,25 +6,36 @@ import (
 	"sync"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/pgtandem/pgtandem/internal/logging"
 )
 
-// progressReporter draws a progress bar on a terminal and prints a line
-// every few seconds otherwise, so logs of unattended runs show progress too.
-func progressReporter(w io.Writer, what string) func(done, total int64) {
+// progressReporter draws a progress bar of chunks on a terminal and prints
+// a line every few seconds otherwise, so logs of unattended runs show
+// progress too. stop removes the bar; call it once the work is over.
+func progressReporter(w io.Writer, what string) (report func(done, total int64), stop func()) {
 	if logging.IsTerminal(w) {
-		bar := progressbar.NewOptions64(-1, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(what),
-			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
-		return func(done, total int64) {
-			bar.ChangeMax64(total)
-			_ = bar.Set64(done)
+		p := mpb.New(mpb.WithOutput(w), mpb.WithRefreshRate(200*time.Millisecond))
+		bar := p.New(0, mpb.BarStyle(), mpb.BarRemoveOnComplete(),
+			mpb.PrependDecorators(decor.Name(what, decor.WCSyncSpaceR), decor.CountersNoUnit("%d of %d chunks", decor.WCSyncSpace)),
+			mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace)))
+		var mu sync.Mutex
+		report = func(done, total int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			bar.SetTotal(total, false)
+			bar.SetCurrent(done)
+		}
+		return report, func() {
+			bar.Abort(true)
+			p.Wait()
 		}
 	}
 	var mu sync.Mutex
 	var last time.Time
-	return func(done, total int64) {
+	report = func(done, total int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		if time.Since(last) < 5*time.Second && done != total {
@@ -33,4 +44,5 @@ func progressReporter(w io.Writer, what string) func(done, total int64) {
 		last = time.Now()
 		fmt.Fprintf(w, "%s: %d of %d chunks\n", what, done, total)
 	}
+	return report, func() {}
 }

@@ -34,7 +34,9 @@ Exit status: 0 equal, 1 different, 2 error.`,
 			to, _ := a.cfg.Cluster(d.to)
 			cfg.SourceDSN, cfg.TargetDSN = from.DSN.ConnString(), to.DSN.ConnString()
 			started := time.Now()
-			report, err := verify.Run(cmd.Context(), cfg, progressReporter(a.stderr, "verify"))
+			progress, stopProgress := progressReporter(a.stderr, "verify")
+			report, err := verify.Run(cmd.Context(), cfg, progress)
+			stopProgress()
 			if err != nil {
 				return &exitError{2, err}
 			}
