@@ -3,11 +3,8 @@ package bootstrap_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
 	"github.com/pgtandem/pgtandem/broker2pg"
@@ -129,41 +126,16 @@ func streamAndVerify(t *testing.T, src, dst *pglocal.Server, url, topic string, 
 // keys), deletes, so that changes before, during and after the snapshot
 // must all land exactly once.
 func load(t *testing.T, srv *pglocal.Server) (stop func()) {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var loadErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer conn.Close(context.Background())
-		for i := 1; ctx.Err() == nil; i++ {
-			_, err := conn.Exec(context.Background(), fmt.Sprintf(`
+	return servicetest.WriteUntilStopped(t, srv, func(i int) string {
+		return fmt.Sprintf(`
 				INSERT INTO accounts (owner, balance, tags, m) VALUES ('new%[1]d', %[1]d, ARRAY['x'], 'happy');
 				UPDATE accounts SET balance = balance + 1 WHERE id = %[1]d %% 20000 + 1;
 				UPDATE pairs SET a = a + 100 WHERE a = %[1]d %% 50 AND b = 'k' || %[1]d;
 				DELETE FROM journal WHERE ctid = (SELECT min(ctid) FROM journal WHERE what = 'dup' AND at > '2026-01-01');
 				INSERT INTO journal VALUES ('2026-02-01', 'load %[1]d');
 				UPDATE part SET region = 'eu' WHERE id = %[1]d AND region = 'us';
-				INSERT INTO gen (a) VALUES (%[1]d);`, i))
-			if err != nil {
-				loadErr = err
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	return func() {
-		cancel()
-		wg.Wait()
-		if loadErr != nil {
-			t.Fatalf("load: %v", loadErr)
-		}
-	}
+				INSERT INTO gen (a) VALUES (%[1]d);`, i)
+	})
 }
 
 // waitMarker writes a marker row on the source and waits until it arrives

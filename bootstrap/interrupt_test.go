@@ -132,33 +132,12 @@ func TestResumeInterruptedCopy(t *testing.T) {
 // shardLoad writes to shard until stopped, moving rows between its
 // partitions.
 func shardLoad(t *testing.T, srv *pglocal.Server) (stop func()) {
-	t.Helper()
-	conn := pgtest.Connect(t, srv, "postgres")
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var loadErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 1; ctx.Err() == nil; i++ {
-			_, err := conn.Exec(context.Background(), fmt.Sprintf(`
+	return servicetest.WriteUntilStopped(t, srv, func(i int) string {
+		return fmt.Sprintf(`
 				INSERT INTO shard VALUES (100000 + %[1]d, %[1]d %% 2 = 0, 'load');
 				UPDATE shard SET pad = pad || '.' WHERE id = %[1]d %% 12000 + 1 AND big;
-				UPDATE shard SET big = true WHERE id = 20001 + %[1]d %% 50 AND NOT big;`, i))
-			if err != nil {
-				loadErr = err
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	return func() {
-		cancel()
-		wg.Wait()
-		if loadErr != nil {
-			t.Fatalf("shard load: %v", loadErr)
-		}
-	}
+				UPDATE shard SET big = true WHERE id = 20001 + %[1]d %% 50 AND NOT big;`, i)
+	})
 }
 
 // copiedTables lists the tables init recorded as committed on the target.

@@ -167,27 +167,9 @@ func checkNotApplied(t *testing.T, dst *pgx.Conn, marker int) {
 // event stops the apply, which names its message id and applies nothing
 // after it.
 func TestBlockedOnUndecodableMessage(t *testing.T) {
-	srcSrv, src := start(t, 17)
-	dstSrv, dst := start(t, 17)
-	b := brokertest.Start(t)
-	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
 	topic := "persistent://public/default/garbage"
-	stopCapture := captureStop(t, srcSrv, "src", b.URL(), topic)
-	svc, _ := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
-	waitMarker(t, src, dst, svc, 1)
-	if err := stopCapture(); err != nil {
-		t.Fatal(err)
-	}
-
-	client, err := pulsarclient.New(pulsarclient.Options{URL: b.URL(), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	producer, err := client.CreateProducer(pulsar.ProducerOptions{Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srcSrv, src, dst, svc, b := appliedThenCaptureStopped(t, topic)
+	producer := foreignProducer(t, b.URL(), topic)
 	var system string
 	if err := src.QueryRow(context.Background(), `SELECT system_identifier::text FROM pg_control_system()`).Scan(&system); err != nil {
 		t.Fatal(err)
@@ -467,27 +449,9 @@ func TestBacklogEmptyWhenCaughtUp(t *testing.T) {
 // acknowledged message, meets it again, which makes it a blocked apply that
 // status, metrics and /readyz show, with nothing acknowledged past it.
 func TestFramingGapBlocks(t *testing.T) {
-	srcSrv, src := start(t, 17)
-	dstSrv, dst := start(t, 17)
-	b := brokertest.Start(t)
-	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
 	topic := "persistent://public/default/gap"
-	stopCapture := captureStop(t, srcSrv, "src", b.URL(), topic)
-	svc, _ := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
-	waitMarker(t, src, dst, svc, 1)
-	if err := stopCapture(); err != nil {
-		t.Fatal(err)
-	}
-	client, err := pulsarclient.New(pulsarclient.Options{URL: b.URL(), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	producer, err := client.CreateProducer(pulsar.ProducerOptions{Topic: topic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	_, _, dst, svc, b := appliedThenCaptureStopped(t, topic)
+	producer := foreignProducer(t, b.URL(), topic)
 	lsn := event.LSN(0xFF_00000000)
 	two := "2"
 	for _, ev := range []*event.Event{
@@ -515,4 +479,39 @@ func TestFramingGapBlocks(t *testing.T) {
 		t.Fatalf("backlog %d, %v: the broken transaction must stay unacknowledged", n, err)
 	}
 	checkNotApplied(t, dst, 2)
+}
+
+// appliedThenCaptureStopped runs a capture of a PostgreSQL 17 into topic
+// and an apply into another until a marker is applied, then stops the
+// capture: the tests then write into the topic themselves.
+func appliedThenCaptureStopped(t *testing.T, topic string) (srcSrv *pglocal.Server, src, dst *pgx.Conn, svc *broker2pg.Service, b *brokertest.Broker) {
+	t.Helper()
+	srcSrv, src = start(t, 17)
+	dstSrv, dst := start(t, 17)
+	b = brokertest.Start(t)
+	bothSides(t, src, dst, `CREATE TABLE marker (n int PRIMARY KEY)`)
+	stopCapture := captureStop(t, srcSrv, "src", b.URL(), topic)
+	svc, _ = servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
+	waitMarker(t, src, dst, svc, 1)
+	if err := stopCapture(); err != nil {
+		t.Fatal(err)
+	}
+	return srcSrv, src, dst, svc, b
+}
+
+// foreignProducer is a producer of the test's own on topic, as another
+// application writing into a pgtandem topic would have.
+func foreignProducer(t *testing.T, url, topic string) pulsar.Producer {
+	t.Helper()
+	client, err := pulsarclient.New(pulsarclient.Options{URL: url, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	producer, err := client.CreateProducer(pulsar.ProducerOptions{Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	return producer
 }

@@ -134,13 +134,22 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Report, error) {
 	}
 	defer dst.Close()
 
-	srcCat, err := readCatalog(ctx, src)
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
-	}
-	dstCat, err := readCatalog(ctx, dst)
-	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
+	var srcCat, dstCat *catalog
+	var cats errgroup.Group
+	cats.Go(func() (err error) {
+		if srcCat, err = readCatalog(ctx, src); err != nil {
+			err = fmt.Errorf("source: %w", err)
+		}
+		return err
+	})
+	cats.Go(func() (err error) {
+		if dstCat, err = readCatalog(ctx, dst); err != nil {
+			err = fmt.Errorf("target: %w", err)
+		}
+		return err
+	})
+	if err := cats.Wait(); err != nil {
+		return nil, err
 	}
 	only := map[string]bool{}
 	for _, t := range cfg.Tables {

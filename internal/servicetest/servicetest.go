@@ -7,6 +7,7 @@ package servicetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -141,4 +142,35 @@ func WaitSlotActive(t testing.TB, conn *pgx.Conn, slot string, timeout time.Dura
 		}
 		return nil
 	})
+}
+
+// WriteUntilStopped runs the statements of round i = 1, 2, ... on srv, a
+// few milliseconds apart, until stop is called; stop fails the test if a
+// round failed. Tests use it to keep a source busy while a copy or a
+// capture runs.
+func WriteUntilStopped(t testing.TB, srv *pglocal.Server, round func(i int) string) (stop func()) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		defer conn.Close(context.Background())
+		for i := 1; ctx.Err() == nil; i++ {
+			if _, err := conn.Exec(context.Background(), round(i)); err != nil {
+				done <- fmt.Errorf("write round %d: %w", i, err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
