@@ -45,7 +45,14 @@ type Config struct {
 	// SplitRows: a table with more rows (by the planner's estimate) is copied
 	// in key ranges of about this many rows, several at once; 0 never splits.
 	SplitRows int
-	// AllowNonEmpty copies into tables that already hold rows.
+	// ExistingSchema uses the tables the target already has (created by the
+	// operator, e.g. with changes for the new major) instead of restoring
+	// the source's schema: init neither restores tables nor builds indexes,
+	// it copies the rows. Every table of the source must exist there.
+	ExistingSchema bool
+	// AllowNonEmpty copies into existing tables that already hold rows
+	// (ExistingSchema only); such a copy cannot be resumed, as the rows
+	// init copied cannot be told from those that were there.
 	AllowNonEmpty bool
 	// PgDump is the pg_dump to use; empty finds one of the source's major
 	// or newer.
@@ -65,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs < 1 {
 		errs = append(errs, fmt.Errorf("init: jobs %d must be positive", c.Jobs))
+	}
+	if c.AllowNonEmpty && !c.ExistingSchema {
+		errs = append(errs, errors.New("init: --allow-nonempty needs --schema existing: by default init restores the tables itself, into a target that has none"))
 	}
 	return errors.Join(errs...)
 }
@@ -102,7 +112,7 @@ type NotEmptyError struct {
 }
 
 func (e *NotEmptyError) Error() string {
-	return fmt.Sprintf("init: target tables already hold rows: %s; copy mode is for an empty target (truncate them, or pass --allow-nonempty)", strings.Join(e.Tables, ", "))
+	return fmt.Sprintf("init: target tables already hold rows: %s; truncate them, or pass --allow-nonempty to copy next to those rows (such a copy cannot be resumed if it stops)", strings.Join(e.Tables, ", "))
 }
 
 // SlotExistsError reports a slot that no init recorded on the target: one of
@@ -136,11 +146,13 @@ func Copy(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if st != nil && st.phase == phaseDone {
 		return r.alreadyDone(ctx, st)
 	}
-	if err := r.dumpSchema(ctx); err != nil {
-		return nil, err
+	if !cfg.ExistingSchema {
+		if err := r.dumpSchema(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if st == nil {
-		if st, err = r.restoreTables(ctx); err != nil {
+		if st, err = r.start(ctx); err != nil {
 			return nil, err
 		}
 	} else {
@@ -150,8 +162,10 @@ func Copy(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.restoreIndexes(ctx); err != nil {
-		return nil, err
+	if !cfg.ExistingSchema {
+		if err := r.restoreIndexes(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.finish(ctx, st); err != nil {
 		return nil, r.cleanup(ctx, phasePostData, "recording the handoff on the target failed after the copy and post-data", err)
@@ -241,10 +255,19 @@ func (r *run) dumpSchema(ctx context.Context) error {
 	return nil
 }
 
+// start records a new init: on an existing schema it goes straight to the
+// copy, otherwise it restores the tables first.
+func (r *run) start(ctx context.Context) (*initState, error) {
+	if r.cfg.ExistingSchema {
+		return createState(ctx, r.dst, r.cfg.Source, r.info.SystemID, r.slot, r.mode(), phaseCopy)
+	}
+	return r.restoreTables(ctx)
+}
+
 // restoreTables restores the tables (pre-data) on a fresh target. The phase
 // is recorded first, so that a run stopped halfway is recognised as such.
 func (r *run) restoreTables(ctx context.Context) (*initState, error) {
-	st, err := createState(ctx, r.dst, r.cfg.Source, r.info.SystemID, r.slot)
+	st, err := createState(ctx, r.dst, r.cfg.Source, r.info.SystemID, r.slot, r.mode(), phaseSchema)
 	if err != nil {
 		return nil, err
 	}
@@ -327,8 +350,10 @@ func (r *run) copyData(ctx context.Context, st *initState) (res *Result, err err
 	if err := copySequences(ctx, r.cfg, r.dst); err != nil {
 		return nil, err
 	}
-	if err := st.setPhase(ctx, r.dst, r.cfg.Source, phasePostData); err != nil {
-		return nil, err
+	if !r.cfg.ExistingSchema {
+		if err := st.setPhase(ctx, r.dst, r.cfg.Source, phasePostData); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

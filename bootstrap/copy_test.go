@@ -2,7 +2,10 @@ package bootstrap_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +161,65 @@ func waitMarker(t *testing.T, src, dst *pglocal.Server) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestCopyIntoExistingSchema: with --schema existing init copies the rows
+// into tables the operator created (here with a column of the target's
+// own), after naming the tables it lacks and refusing tables that hold rows;
+// then streaming takes over and verify finds both sides equal.
+func TestCopyIntoExistingSchema(t *testing.T) {
+	ctx := context.Background()
+	src, dst := pgtest.Start(t, 15), pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	if _, err := pgtest.Connect(t, src, "postgres").Exec(ctx, schema); err != nil {
+		t.Fatal(err)
+	}
+	var ddl []string
+	for _, line := range strings.Split(schema, "\n") {
+		if !strings.HasPrefix(line, "INSERT") && !strings.HasPrefix(line, `CREATE TABLE "Odd`) {
+			ddl = append(ddl, line)
+		}
+	}
+	target := pgtest.Connect(t, dst, "postgres")
+	if _, err := target.Exec(ctx, strings.Join(ddl, "\n")+`
+		ALTER TABLE accounts ADD COLUMN migrated bool NOT NULL DEFAULT true;
+		INSERT INTO pairs VALUES (-1, 'there before', '{}');`); err != nil {
+		t.Fatal(err)
+	}
+	topic := "persistent://public/default/init-existing"
+	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), TargetDSN: dst.DSN("postgres"), Topic: topic, Jobs: 2, ExistingSchema: true}
+
+	if err := (bootstrap.Config{Source: "old", SourceDSN: "x", TargetDSN: "y", Topic: topic, Jobs: 1, AllowNonEmpty: true}).Validate(); err == nil {
+		t.Fatal("--allow-nonempty without --schema existing accepted")
+	}
+	var missing *bootstrap.MissingTablesError
+	if _, err := bootstrap.Copy(ctx, cfg, servicetest.Logger()); !errors.As(err, &missing) || len(missing.Tables) != 1 {
+		t.Fatalf("a table missing on the target: %v, want a MissingTablesError naming it", err)
+	}
+	if _, err := target.Exec(ctx, `CREATE TABLE "Odd ""Name""" ("select" int PRIMARY KEY, "Value" text)`); err != nil {
+		t.Fatal(err)
+	}
+	var notEmpty *bootstrap.NotEmptyError
+	if _, err := bootstrap.Copy(ctx, cfg, servicetest.Logger()); !errors.As(err, &notEmpty) || !slices.Equal(notEmpty.Tables, []string{"public.pairs"}) {
+		t.Fatalf("a target table holding a row: %v, want a NotEmptyError naming public.pairs", err)
+	}
+	// The refused run is recorded: running on with other flags is refused.
+	restore := cfg
+	restore.ExistingSchema = false
+	if _, err := bootstrap.Copy(ctx, restore, servicetest.Logger()); err == nil || !strings.Contains(err.Error(), "ran with --schema existing") {
+		t.Fatalf("resuming an init of --schema existing without it: %v", err)
+	}
+	if _, err := target.Exec(ctx, `DELETE FROM pairs`); err != nil {
+		t.Fatal(err)
+	}
+
+	stopLoad := load(t, src)
+	res, err := bootstrap.Copy(ctx, cfg, servicetest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.HandoffLSN == 0 {
+		t.Fatalf("init result: %+v", res)
+	}
+	streamAndVerify(t, src, dst, b.URL(), topic, time.Second, stopLoad)
 }

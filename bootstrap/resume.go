@@ -125,7 +125,14 @@ func (r *run) resumable(ctx context.Context) (*initState, error) {
 		if slot != nil {
 			return nil, &SlotExistsError{Slot: r.slot}
 		}
+		if r.cfg.ExistingSchema {
+			return nil, r.checkTablesExist(ctx)
+		}
 		return nil, r.checkNoTables(ctx)
+	}
+	if st.mode != r.mode() && st.phase != phaseDone {
+		return nil, fmt.Errorf("init: the interrupted init of %s ran with %s, this one with %s: run it again with the flags it had",
+			r.cfg.Source, modeFlags(st.mode), modeFlags(r.mode()))
 	}
 	if st.sourceSystem != r.info.SystemID {
 		return nil, r.cleanup(ctx, st.phase, fmt.Sprintf("the target holds a copy of another cluster (system identifier %s; %s is %s)", st.sourceSystem, r.cfg.Source, r.info.SystemID), nil)
@@ -161,21 +168,84 @@ func (r *run) resumable(ctx context.Context) (*initState, error) {
 			r.slot, slot.confirmed, st.consistent), nil)
 	case slot.active:
 		return nil, fmt.Errorf("init: the slot %s is in use (pg2broker?) while the init of %s has not finished: stop what uses it, then run init again", r.slot, r.cfg.Source)
+	case st.mode == modeExistingNonEmpty:
+		// Resuming truncates what was partly copied, which would take the
+		// rows the tables held before init with it.
+		return nil, r.cleanup(ctx, st.phase, "it stopped while copying into tables that held rows before it (--allow-nonempty), and the rows it copied cannot be told from those", nil)
 	}
 	return st, nil
+}
+
+// mode is the schema mode of this run, as init_state records it.
+func (r *run) mode() string {
+	switch {
+	case r.cfg.ExistingSchema && r.cfg.AllowNonEmpty:
+		return modeExistingNonEmpty
+	case r.cfg.ExistingSchema:
+		return modeExisting
+	}
+	return modeRestore
+}
+
+// modeFlags names the flags of a schema mode.
+func modeFlags(mode string) string {
+	switch mode {
+	case modeExisting:
+		return "--schema existing"
+	case modeExistingNonEmpty:
+		return "--schema existing --allow-nonempty"
+	}
+	return "--schema restore (the default)"
+}
+
+// MissingTablesError reports source tables that a target of --schema
+// existing lacks.
+type MissingTablesError struct {
+	Tables []string
+}
+
+func (e *MissingTablesError) Error() string {
+	return fmt.Sprintf("init: --schema existing, but the target lacks tables of the source: %s; create them (columns of the same names; the target may have more), or leave --schema at restore to have init create them",
+		strings.Join(e.Tables, ", "))
+}
+
+// checkTablesExist makes sure the target has every table of the source,
+// for --schema existing.
+func (r *run) checkTablesExist(ctx context.Context) error {
+	names, err := r.sourceTableNames(ctx)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	err = r.dst.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL`, names).Scan(&missing)
+	if err != nil {
+		return fmt.Errorf("init: look for the source's tables on the target: %w", err)
+	}
+	if len(missing) > 0 {
+		return &MissingTablesError{Tables: missing}
+	}
+	return nil
+}
+
+func (r *run) sourceTableNames(ctx context.Context) ([]string, error) {
+	tables, err := listTables(ctx, r.src, false)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.qualified
+	}
+	return names, nil
 }
 
 // checkNoTables refuses a fresh init into a target that already has tables
 // of the source: the schema restore would fail on them, and a later
 // "recreate the database" would hit someone else's data.
 func (r *run) checkNoTables(ctx context.Context) error {
-	tables, err := listTables(ctx, r.src, false)
+	names, err := r.sourceTableNames(ctx)
 	if err != nil {
 		return err
-	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.qualified
 	}
 	var present []string
 	err = r.dst.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`, names).Scan(&present)
@@ -197,6 +267,23 @@ func (r *run) cleanup(ctx context.Context, phase, reason string, cause error) er
 	var steps []string
 	if exists, err := slotExists(ctx, r.src, r.slot); err != nil || exists {
 		steps = append(steps, r.dropSlotStep())
+	}
+	if r.cfg.ExistingSchema {
+		// The schema is the operator's: only the copied rows and init's
+		// records go.
+		names, err := r.sourceTableNames(ctx)
+		if err != nil {
+			return fmt.Errorf("init: %s; list the source's tables: %w", reason, err)
+		}
+		rows := "TRUNCATE " + strings.Join(names, ", ") + " (they were empty before init)"
+		if r.cfg.AllowNonEmpty {
+			rows = "remove the rows init copied from " + strings.Join(names, ", ") + " (they held rows before init, which it cannot tell apart)"
+		}
+		steps = append(steps, "on "+targetName(r.cfg.Target)+": "+rows,
+			fmt.Sprintf("on %s: DELETE FROM pgtandem.init_state WHERE source_cluster = '%s'; DELETE FROM pgtandem.init_tables WHERE source_cluster = '%s'",
+				targetName(r.cfg.Target), r.cfg.Source, r.cfg.Source),
+			"run `"+initCommand(r.cfg.Source, r.cfg.Target)+" --schema existing` again")
+		return &CleanupError{Source: r.cfg.Source, Phase: phase, Reason: reason, Steps: steps, Err: cause}
 	}
 	var db, owner string
 	if err := r.dst.QueryRow(ctx, `SELECT current_database(), pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()`).Scan(&db, &owner); err != nil {

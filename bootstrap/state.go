@@ -25,6 +25,17 @@ const (
 	phaseDone     = "done"
 )
 
+// Schema modes, as pgtandem.init_state records them: a resume must run in
+// the mode the interrupted init ran in.
+const (
+	// modeRestore: init restored the source's schema into an empty target.
+	modeRestore = "restore"
+	// modeExisting: the operator created the tables, init found them empty.
+	modeExisting = "existing"
+	// modeExistingNonEmpty: the tables may have held rows before init.
+	modeExistingNonEmpty = "existing-nonempty"
+)
+
 // stateDDL creates what init records on the target so that an interrupted
 // run can be resumed, or at least explained. init_tables has one row per
 // table (per key range of a split table) whose copy is committed: the row is
@@ -37,6 +48,7 @@ CREATE TABLE IF NOT EXISTS pgtandem.init_state (
 	source_system  text NOT NULL,
 	slot_name      text NOT NULL,
 	phase          text NOT NULL,
+	schema_mode    text NOT NULL DEFAULT 'restore',
 	consistent_lsn pg_lsn,
 	started_at     timestamptz NOT NULL DEFAULT now(),
 	updated_at     timestamptz NOT NULL DEFAULT now()
@@ -59,6 +71,7 @@ CREATE TABLE IF NOT EXISTS pgtandem.init_tables (
 // source cluster into this target got.
 type initState struct {
 	phase        string
+	mode         string
 	sourceSystem string
 	slot         string
 	// consistent is the slot's consistent point, 0 until the slot exists.
@@ -71,8 +84,8 @@ type initState struct {
 func readState(ctx context.Context, conn *pgx.Conn, source string) (*initState, error) {
 	var s initState
 	var consistent *string
-	err := conn.QueryRow(ctx, `SELECT phase, source_system, slot_name, consistent_lsn::text, updated_at
-		FROM pgtandem.init_state WHERE source_cluster = $1`, source).Scan(&s.phase, &s.sourceSystem, &s.slot, &consistent, &s.updated)
+	err := conn.QueryRow(ctx, `SELECT phase, schema_mode, source_system, slot_name, consistent_lsn::text, updated_at
+		FROM pgtandem.init_state WHERE source_cluster = $1`, source).Scan(&s.phase, &s.mode, &s.sourceSystem, &s.slot, &consistent, &s.updated)
 	var pgErr *pgconn.PgError
 	if errors.Is(err, pgx.ErrNoRows) || errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
 		return nil, nil
@@ -88,17 +101,18 @@ func readState(ctx context.Context, conn *pgx.Conn, source string) (*initState, 
 	return &s, nil
 }
 
-// createState records that an init of source starts restoring the schema.
-func createState(ctx context.Context, conn *pgx.Conn, source, system, slot string) (*initState, error) {
+// createState records that an init of source starts, in schema mode mode,
+// with phase.
+func createState(ctx context.Context, conn *pgx.Conn, source, system, slot, mode, phase string) (*initState, error) {
 	if _, err := conn.Exec(ctx, stateDDL); err != nil {
 		return nil, fmt.Errorf("init: create pgtandem.init_state on the target: %w", err)
 	}
-	_, err := conn.Exec(ctx, `INSERT INTO pgtandem.init_state (source_cluster, source_system, slot_name, phase) VALUES ($1, $2, $3, $4)`,
-		source, system, slot, phaseSchema)
+	_, err := conn.Exec(ctx, `INSERT INTO pgtandem.init_state (source_cluster, source_system, slot_name, phase, schema_mode) VALUES ($1, $2, $3, $4, $5)`,
+		source, system, slot, phase, mode)
 	if err != nil {
 		return nil, fmt.Errorf("init: record the start of the init of %s in pgtandem.init_state: %w", source, err)
 	}
-	return &initState{phase: phaseSchema, sourceSystem: system, slot: slot}, nil
+	return &initState{phase: phase, mode: mode, sourceSystem: system, slot: slot}, nil
 }
 
 // setPhase moves the init of source to phase.

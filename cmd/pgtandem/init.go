@@ -15,7 +15,7 @@ import (
 
 func newInitCmd(a *app) *cobra.Command {
 	var d direction
-	var mode, slotLSN string
+	var mode, slotLSN, schema string
 	var finish bool
 	cfg := bootstrap.Config{Jobs: 4, SplitRows: 500000}
 	cmd := &cobra.Command{
@@ -70,7 +70,10 @@ docs/runbook-clone.md.`,
 				return nil
 			case mode != "copy":
 				return fmt.Errorf("init --mode %q: want copy or clone", mode)
+			case schema != "restore" && schema != "existing":
+				return fmt.Errorf("init --schema %q: want restore or existing", schema)
 			}
+			cfg.ExistingSchema = schema == "existing"
 			return runCopy(cmd.Context(), a, cfg, d)
 		},
 	}
@@ -79,7 +82,8 @@ docs/runbook-clone.md.`,
 	f.StringVar(&mode, "mode", "copy", "copy (empty target) or clone (target from a physical copy)")
 	f.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "tables copied at once, and parallelism of the index build")
 	f.IntVar(&cfg.SplitRows, "split-rows", cfg.SplitRows, "copy tables above this many rows in key ranges, several at once (0: never)")
-	f.BoolVar(&cfg.AllowNonEmpty, "allow-nonempty", false, "copy into target tables that already hold rows")
+	f.StringVar(&schema, "schema", "restore", "restore (init creates the source's tables on an empty target) or existing (the target has them; init copies rows only)")
+	f.BoolVar(&cfg.AllowNonEmpty, "allow-nonempty", false, "with --schema existing: copy into tables that already hold rows (cannot be resumed)")
 	f.StringVar(&cfg.PgDump, "pg-dump", "", "pg_dump to use (default: one of the source's major or newer)")
 	f.BoolVar(&finish, "finish", false, "clone mode, last step: record the handoff on the promoted copy")
 	f.StringVar(&slotLSN, "slot-lsn", "", "clone mode with --finish: the slot LSN the first step printed")
