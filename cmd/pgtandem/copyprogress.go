@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -91,7 +92,10 @@ func newCopyBars(w io.Writer, what string, now func() time.Time, opts ...mpb.Con
 
 func (b *copyBars) update(p bootstrap.CopyProgress) {
 	b.mu.Lock()
+	// The decorators read it on mpb's goroutines after the caller has
+	// moved on: keep a copy of its own.
 	b.last = p
+	b.last.Tables = slices.Clone(p.Tables)
 	b.mu.Unlock()
 	b.barsMu.Lock()
 	defer b.barsMu.Unlock()
