@@ -16,6 +16,7 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	plog "github.com/apache/pulsar-client-go/pulsar/log"
+	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 
 	"github.com/pgtandem/pgtandem/internal/broker"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
@@ -160,7 +161,18 @@ func TestRestartKeepsDataAndCursors(t *testing.T) {
 	cons.Close()
 
 	b.Restart()
-	// The producer created before the restart reconnects by itself.
+	// The producer created before the restart reconnects by itself; the
+	// send waits for that, as pulsar-client-go v0.19.0 races a reconnect
+	// against a send issued meanwhile (seen under -race).
+	a := newAdmin(t, b, "")
+	topic, err := utils.GetTopicName("persistent://public/default/restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the producer to reconnect", func() bool {
+		st, err := a.Topics().GetStats(*topic)
+		return err == nil && len(st.Publishers) == 1
+	})
 	sendN(t, p, 10, 2)
 	again := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "restart", SubscriptionName: "s"})
 	equalStrings(t, receiveN(t, again, 8, true), payloads(4, 8))
