@@ -123,23 +123,27 @@ func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byt
 // bookkeeping tells whether msg changes one of pgtandem's state tables (a
 // TRUNCATE only when all its tables are).
 func (d *decoder) bookkeeping(msg pglogrepl.Message) bool {
-	var ids []uint32
 	switch m := msg.(type) {
 	case *pglogrepl.InsertMessage:
-		ids = []uint32{m.RelationID}
+		return d.isBookkeeping(m.RelationID)
 	case *pglogrepl.UpdateMessage:
-		ids = []uint32{m.RelationID}
+		return d.isBookkeeping(m.RelationID)
 	case *pglogrepl.DeleteMessage:
-		ids = []uint32{m.RelationID}
+		return d.isBookkeeping(m.RelationID)
 	case *pglogrepl.TruncateMessage:
-		ids = m.RelationIDs
-	}
-	for _, id := range ids {
-		if rel, ok := d.relations[id]; !ok || !rel.bookkeeping {
-			return false
+		for _, id := range m.RelationIDs {
+			if !d.isBookkeeping(id) {
+				return false
+			}
 		}
+		return len(m.RelationIDs) > 0
 	}
-	return len(ids) > 0
+	return false
+}
+
+func (d *decoder) isBookkeeping(id uint32) bool {
+	rel, ok := d.relations[id]
+	return ok && rel.bookkeeping
 }
 
 // takeSkipped returns the end LSN of a transaction that was dropped since the
