@@ -83,6 +83,25 @@ type group struct {
 	ackID pulsar.MessageID
 }
 
+// ackUpTo moves the group's acknowledgement to id unless it is there
+// already: a redelivery can hand over an older message after newer ones.
+func (g *group) ackUpTo(id pulsar.MessageID) {
+	if g.ackID == nil || after(id, g.ackID) {
+		g.ackID = id
+	}
+}
+
+// after tells whether message a comes after message b in the topic.
+func after(a, b pulsar.MessageID) bool {
+	if a.LedgerID() != b.LedgerID() {
+		return a.LedgerID() > b.LedgerID()
+	}
+	if a.EntryID() != b.EntryID() {
+		return a.EntryID() > b.EntryID()
+	}
+	return a.BatchIdx() > b.BatchIdx()
+}
+
 func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
 	defer a.rollback()
 	quit := make(chan struct{})
@@ -249,14 +268,17 @@ func (a *applier) wait() error {
 
 func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Message) error {
 	switch {
-	case a.cur == nil && ev.LSN <= a.applied, a.cur != nil && ev.LSN < a.cur.lsn:
+	case a.cur != nil && ev.LSN < a.cur.lsn:
+		return nil
+	case a.cur == nil && ev.LSN <= a.applied:
 		// The end of a transaction already applied, redelivered without
 		// its beginning: acknowledged, or it would stay in the backlog.
-		if a.cur == nil && a.group == nil {
+		if a.group == nil {
 			a.unacked = msg.ID()
 			return a.ack()
 		}
-		return nil
+		a.group.ackUpTo(msg.ID())
+		return a.endOfTransaction(ctx)
 	case a.cur == nil || ev.LSN != a.cur.lsn:
 		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("COMMIT of %s outside its transaction", ev.LSN)}
 	case a.cur.skip:
@@ -265,7 +287,7 @@ func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Messag
 			a.unacked = msg.ID()
 			return a.ack()
 		}
-		a.group.ackID = msg.ID()
+		a.group.ackUpTo(msg.ID())
 		return a.endOfTransaction(ctx)
 	case ev.Seq != a.cur.next || ev.Rows != a.cur.next-1:
 		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("COMMIT of %s seq %d rows %d after seq %d", ev.LSN, ev.Seq, ev.Rows, a.cur.next-1)}
@@ -274,7 +296,8 @@ func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Messag
 	a.applied = ev.LSN
 	g := a.group
 	g.txns++
-	g.last, g.lastID, g.ackID = ev, msg.ID(), msg.ID()
+	g.last, g.lastID = ev, msg.ID()
+	g.ackUpTo(msg.ID())
 	return a.endOfTransaction(ctx)
 }
 
