@@ -29,7 +29,7 @@ type copyDisplay struct {
 }
 
 func newCopyDisplay(w io.Writer, what string) copyDisplay {
-	if logging.IsTerminal(w) {
+	if logging.CanRedraw(w) {
 		b := newCopyBars(w, what, time.Now)
 		return copyDisplay{update: b.update, logs: &aboveBars{p: b.p, after: w}, stop: b.stop}
 	}

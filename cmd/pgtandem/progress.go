@@ -16,7 +16,7 @@ import (
 // a line every few seconds otherwise, so logs of unattended runs show
 // progress too. stop removes the bar; call it once the work is over.
 func progressReporter(w io.Writer, what string) (report func(done, total int64), stop func()) {
-	if logging.IsTerminal(w) {
+	if logging.CanRedraw(w) {
 		p := mpb.New(mpb.WithOutput(w), mpb.WithRefreshRate(200*time.Millisecond))
 		bar := p.New(0, mpb.BarStyle(), mpb.BarRemoveOnComplete(),
 			mpb.PrependDecorators(decor.Name(what, decor.WCSyncSpaceR), decor.CountersNoUnit("%d of %d chunks", decor.WCSyncSpace)),

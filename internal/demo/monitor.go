@@ -70,7 +70,7 @@ type monitor struct {
 }
 
 func startMonitor(out io.Writer, load *writeLoad, targetDSN string) *monitor {
-	m := &monitor{out: out, terminal: logging.IsTerminal(out), load: load, started: time.Now(), targetDSN: targetDSN,
+	m := &monitor{out: out, terminal: logging.CanRedraw(out), load: load, started: time.Now(), targetDSN: targetDSN,
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go m.run()
 	return m

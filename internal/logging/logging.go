@@ -35,9 +35,20 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 }
 
-// IsTerminal reports whether w is a terminal, which decides between
-// refreshing progress displays and plain lines as well as the log format.
+// IsTerminal reports whether w is a terminal, which decides the log format.
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// CanRedraw reports whether w is a terminal of known width, on which a
+// progress display can redraw itself; elsewhere (a file, a pipe, a pseudo
+// terminal nobody gave a size) progress is printed as plain lines.
+func CanRedraw(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
+	return err == nil && width > 0
 }
