@@ -139,10 +139,12 @@ func BenchmarkApplyDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx, cancel = context.WithCancel(context.Background())
+	stopProfile = profilePhase(b, "PGTANDEM_BENCH_ALONE_PROFILE")
 	start = time.Now()
 	go func() { done <- alone.Run(ctx) }()
 	waitHistory(b, aloneConn, history, func() error { return nil })
 	applyAlone := time.Since(start)
+	stopProfile()
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
