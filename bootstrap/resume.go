@@ -212,19 +212,29 @@ func (e *MissingTablesError) Error() string {
 // checkTablesExist makes sure the target has every table of the source,
 // for --schema existing.
 func (r *run) checkTablesExist(ctx context.Context) error {
-	names, err := r.sourceTableNames(ctx)
+	_, missing, err := r.sourceTablesOnTarget(ctx)
 	if err != nil {
 		return err
-	}
-	var missing []string
-	err = r.dst.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL`, names).Scan(&missing)
-	if err != nil {
-		return fmt.Errorf("init: look for the source's tables on the target: %w", err)
 	}
 	if len(missing) > 0 {
 		return &MissingTablesError{Tables: missing}
 	}
 	return nil
+}
+
+// sourceTablesOnTarget splits the source's tables into those the target
+// has and those it lacks, each sorted.
+func (r *run) sourceTablesOnTarget(ctx context.Context) (present, missing []string, err error) {
+	names, err := r.sourceTableNames(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	err = r.dst.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t) FILTER (WHERE to_regclass(t) IS NOT NULL), '{}'),
+		coalesce(array_agg(t ORDER BY t) FILTER (WHERE to_regclass(t) IS NULL), '{}') FROM unnest($1::text[]) t`, names).Scan(&present, &missing)
+	if err != nil {
+		return nil, nil, fmt.Errorf("init: look for the source's tables on the target: %w", err)
+	}
+	return present, missing, nil
 }
 
 func (r *run) sourceTableNames(ctx context.Context) ([]string, error) {
@@ -243,14 +253,9 @@ func (r *run) sourceTableNames(ctx context.Context) ([]string, error) {
 // of the source: the schema restore would fail on them, and a later
 // "recreate the database" would hit someone else's data.
 func (r *run) checkNoTables(ctx context.Context) error {
-	names, err := r.sourceTableNames(ctx)
+	present, _, err := r.sourceTablesOnTarget(ctx)
 	if err != nil {
 		return err
-	}
-	var present []string
-	err = r.dst.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`, names).Scan(&present)
-	if err != nil {
-		return fmt.Errorf("init: look for the source's tables on the target: %w", err)
 	}
 	if len(present) > 0 {
 		return &SchemaExistsError{Tables: present}

@@ -122,8 +122,8 @@ func (l LSN) String() string {
 // MarshalText writes the PostgreSQL form.
 func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
-// UnmarshalText reads the PostgreSQL form. Every message carries LSNs, so
-// this parses the two hex halves directly instead of through fmt scanning.
+// UnmarshalText reads the PostgreSQL form, for consumers that decode events
+// with encoding/json (pgtandem's own Decoder parses LSNs itself).
 func (l *LSN) UnmarshalText(b []byte) error {
 	v, err := ParseLSN(string(b))
 	if err != nil {
