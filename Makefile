@@ -35,7 +35,7 @@ demo: deps build
 ## bench: benchmarks that print figures against native PostgreSQL tools, and the broker's throughput
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
-	$(GO) test -run '^$$' -bench 'ProduceConsume|ClientCPU' -benchtime 500000x ./internal/broker
+	$(GO) test -run '^$$' -bench 'ProduceConsume|ClientCPU' -benchtime 500000x ./devbroker
 
 clean:
 	rm -rf bin .cache/demo

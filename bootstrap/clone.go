@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgtandem/pgtandem/broker2pg"
-	"github.com/pgtandem/pgtandem/pg2broker"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // ClonePlan is what clone mode's first step prints: where the physical copy
@@ -34,10 +31,10 @@ func PrepareClone(ctx context.Context, cfg Config) (*ClonePlan, error) {
 		return nil, fmt.Errorf("init: connect to source: %w", err)
 	}
 	defer src.Close(context.Background())
-	if _, err := pg2broker.PrepareSource(ctx, src, true); err != nil {
+	if _, err := catalog.PrepareSource(ctx, src, true); err != nil {
 		return nil, err
 	}
-	slot := pg2broker.SlotName(cfg.Source)
+	slot := catalog.SlotName(cfg.Source)
 	var lsn string
 	err = src.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&lsn)
 	if err != nil {
@@ -84,11 +81,11 @@ func FinishClone(ctx context.Context, cfg Config, slotLSN pglogrepl.LSN) error {
 		return fmt.Errorf("init: connect to source: %w", err)
 	}
 	defer src.Close(context.Background())
-	info, err := pg2broker.PrepareSource(ctx, src, false)
+	info, err := catalog.PrepareSource(ctx, src, false)
 	if err != nil {
 		return err
 	}
-	slot := pg2broker.SlotName(cfg.Source)
+	slot := catalog.SlotName(cfg.Source)
 	if exists, err := slotExists(ctx, src, slot); err != nil || !exists {
 		return fmt.Errorf("init --finish: slot %s does not exist on the source (%v): the clone cannot be continued; run init --mode clone again with a new copy", slot, err)
 	}
@@ -106,7 +103,7 @@ func FinishClone(ctx context.Context, cfg Config, slotLSN pglogrepl.LSN) error {
 	}
 	topic := cfg.Topic
 	if topic == "" {
-		topic = cfg.TopicPrefix + "-pg" + strconv.Itoa(info.Major)
+		topic = catalog.Topic(cfg.TopicPrefix, info.Major)
 	}
 	// A new copy starts a new history: per-table handoffs of an earlier
 	// copy-mode init of this target no longer hold.
@@ -115,10 +112,10 @@ func FinishClone(ctx context.Context, cfg Config, slotLSN pglogrepl.LSN) error {
 		return fmt.Errorf("init --finish: record the handoff on the target: %w", err)
 	}
 	defer tx.Rollback(context.Background())
-	if err := broker2pg.RecordTableHandoffs(ctx, tx.Conn(), cfg.Source, nil); err != nil {
+	if err := catalog.RecordTableHandoffs(ctx, tx.Conn(), cfg.Source, nil); err != nil {
 		return err
 	}
-	if err := broker2pg.RecordHandoff(ctx, tx.Conn(), cfg.Source, topic, info.SystemID, slotLSN-1); err != nil {
+	if err := catalog.RecordHandoff(ctx, tx.Conn(), cfg.Source, topic, info.SystemID, slotLSN-1); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

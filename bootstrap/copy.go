@@ -21,10 +21,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/pgtandem/pgtandem/broker2pg"
-	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
 // Config is what one init needs.
@@ -180,7 +178,7 @@ type run struct {
 	cfg      Config
 	log      *slog.Logger
 	src, dst *pgx.Conn
-	info     pg2broker.SourceInfo
+	info     catalog.SourceInfo
 	slot     string
 	topic    string
 	tools    dumpTools
@@ -191,7 +189,7 @@ type run struct {
 }
 
 func connect(ctx context.Context, cfg Config, log *slog.Logger) (*run, error) {
-	r := &run{cfg: cfg, log: log, slot: pg2broker.SlotName(cfg.Source), snapshots: map[[2]string]pglogrepl.LSN{}}
+	r := &run{cfg: cfg, log: log, slot: catalog.SlotName(cfg.Source), snapshots: map[[2]string]pglogrepl.LSN{}}
 	var err error
 	if r.src, err = pgx.Connect(ctx, cfg.SourceDSN); err != nil {
 		return nil, fmt.Errorf("init: connect to source: %w", err)
@@ -206,15 +204,15 @@ func connect(ctx context.Context, cfg Config, log *slog.Logger) (*run, error) {
 	}
 	// Checks first, creating nothing: the publication comes after the
 	// schema is on the target and the tools are known to work.
-	r.info, err = pg2broker.PrepareSource(ctx, r.src, false)
-	var pe *pg2broker.PreflightError
+	r.info, err = catalog.PrepareSource(ctx, r.src, false)
+	var pe *catalog.PreflightError
 	if err != nil && !(errors.As(err, &pe) && pe.Check == "publication") {
 		r.close()
 		return nil, err
 	}
 	r.topic = cfg.Topic
 	if r.topic == "" {
-		r.topic = cfg.TopicPrefix + "-pg" + strconv.Itoa(r.info.Major)
+		r.topic = catalog.Topic(cfg.TopicPrefix, r.info.Major)
 	}
 	return r, nil
 }
@@ -368,7 +366,7 @@ func (r *run) createSlot(ctx context.Context, st *initState, tables []sourceTabl
 			return nil, err
 		}
 	}
-	if _, err := pg2broker.PrepareSource(ctx, r.src, true); err != nil {
+	if _, err := catalog.PrepareSource(ctx, r.src, true); err != nil {
 		return nil, err
 	}
 	snap, err := exportSnapshot(ctx, r.cfg.SourceDSN, r.slot, false)
@@ -470,13 +468,13 @@ func (r *run) finish(ctx context.Context, st *initState) error {
 		return fmt.Errorf("init: record the handoff on the target: %w", err)
 	}
 	defer tx.Rollback(context.Background())
-	if err := broker2pg.RecordTableHandoffs(ctx, tx.Conn(), r.cfg.Source, tableHandoffs(st.consistent, r.snapshots)); err != nil {
+	if err := catalog.RecordTableHandoffs(ctx, tx.Conn(), r.cfg.Source, tableHandoffs(st.consistent, r.snapshots)); err != nil {
 		return err
 	}
 	// Every transaction that committed before the consistent point is in
 	// the snapshot; one that commits right at it is decoded, so the handoff
 	// is the position just before.
-	if err := broker2pg.RecordHandoff(ctx, tx.Conn(), r.cfg.Source, r.topic, r.info.SystemID, st.consistent-1); err != nil {
+	if err := catalog.RecordHandoff(ctx, tx.Conn(), r.cfg.Source, r.topic, r.info.SystemID, st.consistent-1); err != nil {
 		return err
 	}
 	if err := st.setPhase(ctx, tx.Conn(), r.cfg.Source, phaseDone); err != nil {
@@ -551,12 +549,12 @@ func publishesViaRoot(ctx context.Context, conn *pgx.Conn, major int) (bool, err
 		return false, nil
 	}
 	var via bool
-	err := conn.QueryRow(ctx, `SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, pg2broker.PublicationName).Scan(&via)
+	err := conn.QueryRow(ctx, `SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, catalog.PublicationName).Scan(&via)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return true, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("init: read publication %s: %w", pg2broker.PublicationName, err)
+		return false, fmt.Errorf("init: read publication %s: %w", catalog.PublicationName, err)
 	}
 	return via, nil
 }

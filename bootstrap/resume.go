@@ -10,8 +10,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // InterruptedError reports a copy that stopped (an error, Ctrl-C) after the
@@ -428,13 +427,13 @@ func truncateUnits(ctx context.Context, conn *pgx.Conn, source string, units []c
 
 // tableHandoffs lists the units copied in a later snapshot than the slot's:
 // their changes up to that snapshot are in their copy and must be skipped.
-func tableHandoffs(consistent pglogrepl.LSN, units map[[2]string]pglogrepl.LSN) []broker2pg.TableHandoff {
-	var out []broker2pg.TableHandoff
+func tableHandoffs(consistent pglogrepl.LSN, units map[[2]string]pglogrepl.LSN) []catalog.TableHandoff {
+	var out []catalog.TableHandoff
 	for key, snapshot := range units {
 		if snapshot != consistent {
 			// The snapshot holds what committed before its slot's
 			// consistent point, as for the handoff itself.
-			out = append(out, broker2pg.TableHandoff{Schema: key[0], Table: key[1], After: snapshot - 1})
+			out = append(out, catalog.TableHandoff{Schema: key[0], Table: key[1], After: snapshot - 1})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

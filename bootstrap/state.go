@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // Phases of an init, as pgtandem.init_state records them.
@@ -35,37 +36,6 @@ const (
 	// modeExistingNonEmpty: the tables may have held rows before init.
 	modeExistingNonEmpty = "existing-nonempty"
 )
-
-// stateDDL creates what init records on the target so that an interrupted
-// run can be resumed, or at least explained. init_tables has one row per
-// table (per key range of a split table) whose copy is committed: the row is
-// written in the same target transaction as the data, so it can never claim
-// rows the target does not hold.
-const stateDDL = `
-CREATE SCHEMA IF NOT EXISTS pgtandem;
-CREATE TABLE IF NOT EXISTS pgtandem.init_state (
-	source_cluster text PRIMARY KEY,
-	source_system  text NOT NULL,
-	slot_name      text NOT NULL,
-	phase          text NOT NULL,
-	schema_mode    text NOT NULL DEFAULT 'restore',
-	consistent_lsn pg_lsn,
-	started_at     timestamptz NOT NULL DEFAULT now(),
-	updated_at     timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS pgtandem.init_tables (
-	source_cluster text NOT NULL,
-	schema_name    text NOT NULL,
-	table_name     text NOT NULL,
-	part           int NOT NULL,
-	parts          int NOT NULL,
-	snapshot_lsn   pg_lsn NOT NULL,
-	rows           bigint NOT NULL,
-	bytes          bigint NOT NULL,
-	seconds        double precision NOT NULL,
-	copied_at      timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (source_cluster, schema_name, table_name, part)
-)`
 
 // initState is one row of pgtandem.init_state: how far the init of one
 // source cluster into this target got.
@@ -104,8 +74,8 @@ func readState(ctx context.Context, conn *pgx.Conn, source string) (*initState, 
 // createState records that an init of source starts, in schema mode mode,
 // with phase.
 func createState(ctx context.Context, conn *pgx.Conn, source, system, slot, mode, phase string) (*initState, error) {
-	if _, err := conn.Exec(ctx, stateDDL); err != nil {
-		return nil, fmt.Errorf("init: create pgtandem.init_state on the target: %w", err)
+	if err := catalog.Migrate(ctx, conn); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
 	}
 	_, err := conn.Exec(ctx, `INSERT INTO pgtandem.init_state (source_cluster, source_system, slot_name, phase, schema_mode) VALUES ($1, $2, $3, $4, $5)`,
 		source, system, slot, phase, mode)

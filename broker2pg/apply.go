@@ -13,7 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // errInactive ends a session whose consumer lost the active role: its open
@@ -315,7 +316,7 @@ func (a *applier) endOfTransaction(ctx context.Context) error {
 // setup prepares the target on the first message this consumer receives,
 // that is once it is the active one: a standby must not hold the origin.
 func (a *applier) setup(ctx context.Context, msg pulsar.Message) error {
-	origin := OriginName(a.svc.cfg.Source)
+	origin := catalog.OriginName(a.svc.cfg.Source)
 	_, err := a.conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, origin)
 	if err != nil {
 		return fmt.Errorf("create replication origin %s on the target: %w", origin, err)
@@ -325,7 +326,7 @@ func (a *applier) setup(ctx context.Context, msg pulsar.Message) error {
 	if _, err := a.conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, origin); err != nil {
 		return fmt.Errorf("use replication origin %s (another broker2pg may still hold it): %w", origin, err)
 	}
-	p, err := ensureProgress(ctx, a.conn, a.svc.cfg.Source, a.topic, a.svc.cfg.StartAfterLSN)
+	p, err := catalog.EnsureProgress(ctx, a.conn, a.svc.cfg.Source, a.topic, a.svc.cfg.StartAfterLSN)
 	if err != nil {
 		return err
 	}
@@ -345,7 +346,7 @@ func (a *applier) setup(ctx context.Context, msg pulsar.Message) error {
 func (a *applier) beginGroup(ctx context.Context) error {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(lockProgressSQL, a.svc.cfg.Source)
+	b.Queue(catalog.LockProgressSQL, a.svc.cfg.Source)
 	br := a.conn.SendBatch(context.WithoutCancel(ctx), b)
 	a.group = &group{started: time.Now()}
 	var stored string
@@ -383,8 +384,8 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	}
 	queries := a.plan.take()
 	queries = append(queries,
-		query{sql: originXactSQL, args: []any{g.last.EndLSN.String(), g.last.CommitTime}, expect: -1},
-		query{sql: recordProgressSQL, args: []any{a.svc.cfg.Source, a.topic, a.system, g.last.LSN.String(), g.last.EndLSN.String(), g.lastID.String(), g.last.CommitTime}, expect: 1},
+		query{sql: catalog.OriginXactSQL, args: []any{g.last.EndLSN.String(), g.last.CommitTime}, expect: -1},
+		query{sql: catalog.RecordProgressSQL, args: []any{a.svc.cfg.Source, a.topic, a.system, g.last.LSN.String(), g.last.EndLSN.String(), g.lastID.String(), g.last.CommitTime}, expect: 1},
 		query{sql: "COMMIT", expect: -1},
 	)
 	if err := a.exec(ctx, queries); err != nil {
@@ -511,5 +512,5 @@ func recordBlocked(ctx context.Context, conn *pgx.Conn, source string, err error
 	if conn.PgConn().TxStatus() != 'I' {
 		_, _ = conn.Exec(ctx, "ROLLBACK")
 	}
-	_, _ = conn.Exec(ctx, setBlockedSQL, source, strings.ToValidUTF8(reason, "?"))
+	_, _ = conn.Exec(ctx, catalog.SetBlockedSQL, source, strings.ToValidUTF8(reason, "?"))
 }

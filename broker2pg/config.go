@@ -3,12 +3,11 @@ package broker2pg
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/pgtandem/pgtandem/pg2broker"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // Config is what one apply service needs. Build it with the values of
@@ -70,14 +69,12 @@ func DefaultConfig() Config {
 	}
 }
 
-var clusterName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-
 // Validate checks the configuration without connecting anywhere.
 func (c Config) Validate() error {
 	var errs []error
 	for _, n := range []struct{ what, name string }{{"source", c.Source}, {"target", c.Target}} {
-		if !clusterName.MatchString(n.name) {
-			errs = append(errs, fmt.Errorf("broker2pg: %s cluster name %q must match %s", n.what, n.name, clusterName))
+		if err := catalog.ValidateClusterName(n.name); err != nil {
+			errs = append(errs, fmt.Errorf("broker2pg: %s %w", n.what, err))
 		}
 	}
 	if c.Source == c.Target {
@@ -100,11 +97,3 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// OriginName is the replication origin of the apply session: the target's
-// own capture drops transactions of origins with pg2broker.OriginPrefix.
-func OriginName(source string) string { return pg2broker.OriginPrefix + source }
-
-// SubscriptionName is the durable subscription on the source's topic; every
-// replica applying into the same target shares it, one active at a time.
-func SubscriptionName(target string) string { return "pgtandem-" + target }

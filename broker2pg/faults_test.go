@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -19,8 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
-	"github.com/pgtandem/pgtandem/internal/event"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
@@ -113,7 +114,7 @@ func TestBlockedUntilSchemaFixed(t *testing.T) {
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
 	waitBlocked(t, svc, dst, `table "public"."wide" column "extra"`)
 	checkNotApplied(t, dst, 2)
-	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, broker2pg.SubscriptionName("dst")); err != nil || n == 0 {
+	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst")); err != nil || n == 0 {
 		t.Fatalf("backlog while blocked = %d, %v; want the blocked messages unacknowledged", n, err)
 	}
 	exec(t, dst, `ALTER TABLE wide ADD COLUMN extra text`)
@@ -419,7 +420,7 @@ func TestBacklogEmptyWhenCaughtUp(t *testing.T) {
 	waitMarker(t, src, dst, svc, 1)
 	backlogZero := func(when string) {
 		servicetest.WaitFor(t, 30*time.Second, "empty backlog "+when, func() error {
-			n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, broker2pg.SubscriptionName("dst"))
+			n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst"))
 			if err == nil && n != 0 {
 				err = fmt.Errorf("backlog %d", n)
 			}
@@ -432,7 +433,7 @@ func TestBacklogEmptyWhenCaughtUp(t *testing.T) {
 	}
 	// Redeliver everything: the position on the target skips it all, and
 	// the skipped messages must be acknowledged too.
-	resp, err := http.Post(b.AdminURL()+"/admin/v2/persistent/public/default/backlog/subscription/"+broker2pg.SubscriptionName("dst")+"/resetcursor/0", "application/json", nil)
+	resp, err := http.Post(b.AdminURL()+"/admin/v2/persistent/public/default/backlog/subscription/"+catalog.SubscriptionName("dst")+"/resetcursor/0", "application/json", nil)
 	if err != nil || resp.StatusCode/100 != 2 {
 		t.Fatalf("reset cursor: %v %v", err, resp)
 	}
@@ -475,7 +476,7 @@ func TestFramingGapBlocks(t *testing.T) {
 	if err := dst.QueryRow(context.Background(), `SELECT coalesce(blocked_reason, '') FROM pgtandem.apply_progress`).Scan(&reason); err != nil || !strings.Contains(reason, "framing") {
 		t.Fatalf("apply_progress blocked_reason %q, %v", reason, err)
 	}
-	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, broker2pg.SubscriptionName("dst")); err != nil || n == 0 {
+	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst")); err != nil || n == 0 {
 		t.Fatalf("backlog %d, %v: the broken transaction must stay unacknowledged", n, err)
 	}
 	checkNotApplied(t, dst, 2)

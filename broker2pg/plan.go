@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/apache/pulsar-client-go/pulsar"
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
 )
 
 // query is one statement sent to the target, with what to name if it fails.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
 )
 
 // targetTable is what the apply needs to know of one table on the target.

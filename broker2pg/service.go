@@ -13,7 +13,8 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 )
@@ -160,7 +161,7 @@ func (s *Service) pollBacklog(ctx context.Context) {
 	defer ticker.Stop()
 	for {
 		if topic := s.topic.Load(); topic != nil {
-			if n, err := TopicBacklog(ctx, s.cfg.AdminURL, *topic, SubscriptionName(s.cfg.Target)); err == nil {
+			if n, err := TopicBacklog(ctx, s.cfg.AdminURL, *topic, catalog.SubscriptionName(s.cfg.Target)); err == nil {
 				s.backlog.Store(n)
 			}
 		}
@@ -190,7 +191,7 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	events := make(chan activeChange, 4)
 	consumer, err := client.Subscribe(pulsar.ConsumerOptions{
 		Topic:                       topic,
-		SubscriptionName:            SubscriptionName(s.cfg.Target),
+		SubscriptionName:            catalog.SubscriptionName(s.cfg.Target),
 		Name:                        "pgtandem-broker2pg-" + s.cfg.Target + "-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		Type:                        pulsar.Failover,
 		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest,
@@ -198,10 +199,10 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 		EventListener:               activeListener(events),
 	})
 	if err != nil {
-		return fmt.Errorf("subscribe %s to %s: %w", SubscriptionName(s.cfg.Target), topic, err)
+		return fmt.Errorf("subscribe %s to %s: %w", catalog.SubscriptionName(s.cfg.Target), topic, err)
 	}
 	defer consumer.Close()
-	s.setState("standby: waiting to become the active consumer of " + SubscriptionName(s.cfg.Target))
+	s.setState("standby: waiting to become the active consumer of " + catalog.SubscriptionName(s.cfg.Target))
 	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, 1000)}
 	a.schema = newSchemaCache(conn, a.wait)
 	a.plan = newPlan(a.schema)
@@ -273,7 +274,7 @@ func (s *Service) resolveTopic(ctx context.Context, conn *pgx.Conn) (string, err
 	if s.cfg.Topic != "" {
 		return s.cfg.Topic, nil
 	}
-	if topic, err := storedTopic(ctx, conn, s.cfg.Source); err != nil || topic != "" {
+	if topic, err := catalog.StoredTopic(ctx, conn, s.cfg.Source); err != nil || topic != "" {
 		return topic, err
 	}
 	src, err := pgx.Connect(ctx, s.cfg.SourceDSN)
@@ -285,7 +286,7 @@ func (s *Service) resolveTopic(ctx context.Context, conn *pgx.Conn) (string, err
 	if err := src.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
 		return "", fmt.Errorf("read the source's version: %w", err)
 	}
-	return s.cfg.TopicPrefix + "-pg" + strconv.Itoa(num/10000), nil
+	return catalog.Topic(s.cfg.TopicPrefix, num/10000), nil
 }
 
 // activeChange is a Failover notification: this consumer became the active

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
 )
 
 // TestTableHandoffSkip: a change of a table with a per-table handoff is

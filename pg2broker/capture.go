@@ -17,8 +17,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // Service is one capture: a source cluster's slot streamed into its topic.
@@ -142,9 +144,9 @@ func (s *Service) session(ctx context.Context) error {
 	}
 	topic := s.cfg.Topic
 	if topic == "" {
-		topic = s.cfg.TopicPrefix + "-pg" + strconv.Itoa(src.Major)
+		topic = catalog.Topic(s.cfg.TopicPrefix, src.Major)
 	}
-	slot := SlotName(s.cfg.Cluster)
+	slot := catalog.SlotName(s.cfg.Cluster)
 	log := s.log.With("slot", slot, "topic", topic)
 	if !src.slotMissing {
 		if err := s.waitSlotFree(ctx, conn, slot, log); err != nil {
@@ -187,7 +189,7 @@ func (s *Service) session(ctx context.Context) error {
 	s.tracker.Store(tracker)
 	st := &stream{
 		svc: s, log: log, topic: topic, system: src.SystemID, conn: conn, repl: repl, pub: s.pub,
-		tracker: tracker, resume: newResume(tail), dec: newDecoder(typeNamer(conn), OriginPrefix),
+		tracker: tracker, resume: newResume(tail), dec: newDecoder(typeNamer(conn), catalog.OriginPrefix),
 	}
 	log.Info("streaming", "from", src.confirmed, "pg_major", src.Major, "resume_after", tail)
 	s.setState("streaming")
@@ -250,7 +252,7 @@ func pluginArgs(major int) []string {
 	case major == 14:
 		proto = 2
 	}
-	args := []string{fmt.Sprintf("proto_version '%d'", proto), "publication_names '" + PublicationName + "'"}
+	args := []string{fmt.Sprintf("proto_version '%d'", proto), "publication_names '" + catalog.PublicationName + "'"}
 	if major >= 14 {
 		args = append(args, "messages 'true'")
 	}
@@ -407,7 +409,7 @@ func (st *stream) run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return st.stop()
 				}
-				return slotErr(SlotName(st.svc.cfg.Cluster), m.err)
+				return slotErr(catalog.SlotName(st.svc.cfg.Cluster), m.err)
 			}
 			replyNow, err := st.handle(ctx, m.data)
 			if err != nil {

@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
-	"github.com/pgtandem/pgtandem/internal/event"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
@@ -178,7 +179,7 @@ func TestPreflightRefusesTableWithoutIdentity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = svc.Run(ctx)
-	var ri *pg2broker.ReplicaIdentityError
+	var ri *catalog.ReplicaIdentityError
 	if !errors.As(err, &ri) || !pg2broker.IsFatal(err) {
 		t.Fatalf("Run = %v, want a fatal ReplicaIdentityError", err)
 	}

@@ -3,8 +3,9 @@ package pg2broker
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // Config is what one capture service needs. Build it with the values of
@@ -50,13 +51,11 @@ func DefaultConfig() Config {
 	}
 }
 
-var clusterName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-
 // Validate checks the configuration without connecting anywhere.
 func (c Config) Validate() error {
 	var errs []error
-	if !clusterName.MatchString(c.Cluster) {
-		errs = append(errs, fmt.Errorf("pg2broker: cluster name %q must match %s", c.Cluster, clusterName))
+	if err := catalog.ValidateClusterName(c.Cluster); err != nil {
+		errs = append(errs, fmt.Errorf("pg2broker: %w", err))
 	}
 	if c.DSN == "" {
 		errs = append(errs, errors.New("pg2broker: DSN is empty"))
@@ -78,17 +77,3 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// SlotName is the logical replication slot of a cluster.
-func SlotName(cluster string) string { return "pgtandem_" + cluster }
-
-// PublicationName is the publication every pgtandem slot decodes.
-const PublicationName = "pgtandem"
-
-// OriginPrefix starts the name of every replication origin broker2pg uses;
-// transactions carrying such an origin are never captured.
-const OriginPrefix = "pgtandem_"
-
-// ProducerName is the name of the cluster's producer: one per topic, so the
-// broker refuses a second active capture and deduplicates resends.
-func ProducerName(cluster string) string { return "pgtandem-" + cluster }

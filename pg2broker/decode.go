@@ -8,7 +8,9 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // TypeNamer returns format_type(oid, typmod) of a column type; the decoder
@@ -196,7 +198,7 @@ func (d *decoder) commit(walStart pglogrepl.LSN, m *pglogrepl.CommitMessage) ([]
 }
 
 func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
-	rel := &relation{schema: m.Namespace, table: m.RelationName, bookkeeping: event.IsBookkeeping(m.Namespace, m.RelationName)}
+	rel := &relation{schema: m.Namespace, table: m.RelationName, bookkeeping: catalog.IsBookkeeping(m.Namespace, m.RelationName)}
 	switch m.ReplicaIdentity {
 	case 'd':
 		rel.identity = "default"

@@ -3,42 +3,9 @@ package pg2broker
 import (
 	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
-
-// PreflightError is a condition of the source that makes capture impossible
-// or unsafe; Fix says what to run.
-type PreflightError struct {
-	Check  string
-	Detail string
-	Fix    string
-}
-
-func (e *PreflightError) Error() string {
-	msg := "preflight " + e.Check + ": " + e.Detail
-	if e.Fix != "" {
-		msg += "\n  fix: " + e.Fix
-	}
-	return msg
-}
-
-// ReplicaIdentityError lists the tables whose UPDATE and DELETE cannot be
-// captured: no primary key and REPLICA IDENTITY DEFAULT, or NOTHING. A FOR
-// ALL TABLES publication would make those statements fail on the primary, so
-// it is never created while this error stands.
-type ReplicaIdentityError struct {
-	Tables []string // quoted schema.table
-}
-
-func (e *ReplicaIdentityError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "preflight replica identity: %d table(s) have no primary key and REPLICA IDENTITY DEFAULT or NOTHING; their UPDATE and DELETE cannot be replicated:", len(e.Tables))
-	for _, t := range e.Tables {
-		fmt.Fprintf(&b, "\n  ALTER TABLE %s REPLICA IDENTITY FULL;", t)
-	}
-	b.WriteString("\n  (or add a primary key, or REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns)")
-	return b.String()
-}
 
 // SlotError reports a replication slot that is missing, invalidated or not
 // ours. pg2broker never recreates a slot: a new slot starts at the present and
@@ -83,8 +50,8 @@ func (e *PublishError) Unwrap() error { return e.Err }
 // retrying cannot fix a misconfigured source, a lost slot or a foreign topic.
 func IsFatal(err error) bool {
 	var (
-		pe *PreflightError
-		ri *ReplicaIdentityError
+		pe *catalog.PreflightError
+		ri *catalog.ReplicaIdentityError
 		se *SlotError
 		tm *TopicMismatchError
 		pr *ProtocolError

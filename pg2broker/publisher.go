@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgtandem/pgtandem/internal/pulsarclient"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // publisher owns the Pulsar client and the topic's two producers for the
@@ -39,7 +41,7 @@ func (p *publisher) open(topic string) error {
 	if err != nil {
 		return err
 	}
-	name := ProducerName(p.cfg.Cluster)
+	name := catalog.ProducerName(p.cfg.Cluster)
 	producer, err := client.CreateProducer(pulsar.ProducerOptions{
 		Topic: topic,
 		Name:  name,

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
 )
 
 // compareByKey hashes the table in one scan per side, grouped into chunks

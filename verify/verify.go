@@ -32,7 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pgtandem/pgtandem/internal/event"
+	"github.com/pgtandem/pgtandem/event"
 )
 
 // Config says what to compare.

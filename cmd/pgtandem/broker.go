@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/pgtandem/pgtandem/internal/broker"
+	"github.com/pgtandem/pgtandem/devbroker"
 	"github.com/pgtandem/pgtandem/internal/config"
 )
 
@@ -40,7 +40,7 @@ local rehearsals use it through the same pulsar-client-go code path that talks t
 cluster in production. It is not a replacement for Apache Pulsar. See docs/broker.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return broker.Run(cmd.Context(), brokerConfig(a.cfg.Broker), a.log)
+			return devbroker.Run(cmd.Context(), brokerConfig(a.cfg.Broker), a.log)
 		},
 	}
 	def := config.Default().Broker
@@ -57,8 +57,8 @@ cluster in production. It is not a replacement for Apache Pulsar. See docs/broke
 	return cmd
 }
 
-func brokerConfig(c config.Broker) broker.Config {
-	cfg := broker.DefaultConfig()
+func brokerConfig(c config.Broker) devbroker.Config {
+	cfg := devbroker.DefaultConfig()
 	cfg.Listen = c.Listen
 	cfg.AdminListen = c.AdminListen
 	cfg.DataDir = c.DataDir

@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/pgtandem/pgtandem/internal/telemetry"
-	"github.com/pgtandem/pgtandem/pg2broker"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/pg2broker"
 
 	"github.com/spf13/cobra"
 )

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/config"
-	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
 // clusterStatus is the capture side of one cluster.
@@ -98,7 +98,7 @@ func collectStatus(ctx context.Context, cfg config.Config) (statusReport, error)
 }
 
 func clusterState(ctx context.Context, cfg config.Config, name string) (clusterStatus, []directionStatus, error) {
-	cs := clusterStatus{Cluster: name, Slot: pg2broker.SlotName(name)}
+	cs := clusterStatus{Cluster: name, Slot: catalog.SlotName(name)}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, cfg.Clusters[name].DSN.ConnString())
@@ -118,7 +118,7 @@ func clusterState(ctx context.Context, cfg config.Config, name string) (clusterS
 	case confirmed != nil:
 		cs.ConfirmedLSN, cs.LagBytes = *confirmed, lag
 	}
-	progress, err := broker2pg.ReadProgress(ctx, conn)
+	progress, err := catalog.ReadProgress(ctx, conn)
 	if err != nil {
 		return cs, nil, err
 	}
@@ -130,7 +130,7 @@ func clusterState(ctx context.Context, cfg config.Config, name string) (clusterS
 			lag := p.AppliedAt.Sub(p.CommitTime).Seconds()
 			d.LagSeconds = &lag
 		}
-		if backlog, err := broker2pg.TopicBacklog(ctx, cfg.Pulsar.AdminURL, p.Topic, broker2pg.SubscriptionName(name)); err != nil {
+		if backlog, err := broker2pg.TopicBacklog(ctx, cfg.Pulsar.AdminURL, p.Topic, catalog.SubscriptionName(name)); err != nil {
 			d.BacklogError = err.Error()
 		} else {
 			d.Backlog = &backlog

@@ -6,14 +6,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/pgtandem/pgtandem/internal/broker"
+	"github.com/pgtandem/pgtandem/devbroker"
 )
 
 // Option adjusts the broker a test starts.
 type Option func(*settings)
 
 type settings struct {
-	cfg   broker.Config
+	cfg   devbroker.Config
 	token string
 }
 
@@ -29,15 +29,15 @@ func WithDataDir(dir string) Option {
 }
 
 // WithConfig lets a test change any other setting.
-func WithConfig(f func(*broker.Config)) Option {
+func WithConfig(f func(*devbroker.Config)) Option {
 	return func(s *settings) { f(&s.cfg) }
 }
 
 // Broker is a broker running for one test.
 type Broker struct {
 	t   testing.TB
-	cfg broker.Config
-	srv *broker.Server
+	cfg devbroker.Config
+	srv *devbroker.Server
 }
 
 // Start starts a broker and registers its stop with t.Cleanup. Broker log
@@ -45,7 +45,7 @@ type Broker struct {
 // everything).
 func Start(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
-	s := settings{cfg: broker.DefaultConfig()}
+	s := settings{cfg: devbroker.DefaultConfig()}
 	s.cfg.Listen = "127.0.0.1:0"
 	s.cfg.AdminListen = "127.0.0.1:0"
 	s.cfg.DataDir = filepath.Join(t.TempDir(), "broker")
@@ -66,7 +66,7 @@ func Start(t testing.TB, opts ...Option) *Broker {
 
 func (b *Broker) start() {
 	b.t.Helper()
-	srv, err := broker.New(b.cfg, Logger())
+	srv, err := devbroker.New(b.cfg, Logger())
 	if err != nil {
 		b.t.Fatalf("start broker: %v", err)
 	}
@@ -99,7 +99,7 @@ func (b *Broker) DataDir() string { return b.cfg.DataDir }
 
 // Config returns the configuration the broker runs with, its listen
 // addresses resolved.
-func (b *Broker) Config() broker.Config { return b.cfg }
+func (b *Broker) Config() devbroker.Config { return b.cfg }
 
 // Stop stops the broker cleanly; stopping a stopped broker does nothing.
 func (b *Broker) Stop() {

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // Config is a whole pgtandem configuration.
@@ -125,8 +126,6 @@ type Error struct {
 
 func (e *Error) Error() string { return "config: " + e.Key + ": " + e.Reason }
 
-var clusterName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-
 // Validate checks the whole configuration and returns every problem found,
 // each an *Error naming its key.
 func (c Config) Validate() error {
@@ -139,7 +138,7 @@ func (c Config) Validate() error {
 	for _, name := range names {
 		cl := c.Clusters[name]
 		key := "clusters." + name
-		if !clusterName.MatchString(name) {
+		if catalog.ValidateClusterName(name) != nil {
 			errs = append(errs, &Error{key, "cluster names are lower-case letters, digits and _, starting with a letter (so that PGTANDEM_CLUSTERS_<NAME>_DSN can address them)"})
 		}
 		if err := cl.DSN.validate(); err != nil {
@@ -230,7 +229,7 @@ func (c Config) TopicFor(name string, major int) (string, error) {
 	if cl.Topic != "" {
 		return cl.Topic, nil
 	}
-	return c.Pulsar.TopicPrefix + "-pg" + strconv.Itoa(major), nil
+	return catalog.Topic(c.Pulsar.TopicPrefix, major), nil
 }
 
 func validatePulsarURL(raw string) error {

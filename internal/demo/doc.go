@@ -21,7 +21,7 @@
 //
 // Every 500 ms a sampler reads the lag, now minus the source commit time of
 // the last transaction applied (pgtandem.apply_progress.commit_time via
-// [broker2pg.ReadProgress]), and the applied throughput, counted with the
+// [catalog.ReadProgress]), and the applied throughput, counted with the
 // load's own counter table: each load transaction inserts its sequence
 // number into load_ticks and the load remembers the rows each changed, so
 // the highest number on new says exactly how many rows have been applied.

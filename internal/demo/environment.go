@@ -15,7 +15,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgtandem/pgtandem/broker2pg"
-	"github.com/pgtandem/pgtandem/internal/broker"
+	"github.com/pgtandem/pgtandem/devbroker"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 	"github.com/pgtandem/pgtandem/pg2broker"
@@ -33,7 +34,7 @@ const topicPrefix = "persistent://public/default/app"
 type environment struct {
 	dir       string
 	old, new  *pglocal.Server
-	broker    *broker.Server
+	broker    *devbroker.Server
 	brokerURL string
 	adminURL  string
 	topic     string
@@ -83,7 +84,7 @@ func stopStaleServer(dataDir string) {
 // startEnvironment starts old, new and the broker under dir. On error,
 // what was started is stopped again.
 func startEnvironment(ctx context.Context, dir string, log *slog.Logger) (*environment, error) {
-	env := &environment{dir: dir, topic: fmt.Sprintf("%s-pg%d", topicPrefix, oldMajor)}
+	env := &environment{dir: dir, topic: catalog.Topic(topicPrefix, oldMajor)}
 	start := time.Now()
 	// Throwaway data: no fsync spares the 2-core machine the flushes.
 	settings := map[string]string{"fsync": "off", "full_page_writes": "off"}
@@ -109,9 +110,9 @@ func startEnvironment(ctx context.Context, dir string, log *slog.Logger) (*envir
 }
 
 func (env *environment) startBroker(log *slog.Logger) error {
-	cfg := broker.DefaultConfig()
+	cfg := devbroker.DefaultConfig()
 	cfg.Listen, cfg.AdminListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", filepath.Join(env.dir, "broker")
-	srv, err := broker.New(cfg, log.With("component", "broker"))
+	srv, err := devbroker.New(cfg, log.With("component", "broker"))
 	if err != nil {
 		return err
 	}

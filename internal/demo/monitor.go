@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
-	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/logging"
 )
 
@@ -143,7 +143,7 @@ func readApplied(conn *pgx.Conn, now time.Time) (int64, time.Duration, error) {
 	if err := conn.QueryRow(ctx, `SELECT coalesce(max(txn), 0) FROM load_ticks`).Scan(&applied); err != nil {
 		return 0, 0, err
 	}
-	progress, err := broker2pg.ReadProgress(ctx, conn)
+	progress, err := catalog.ReadProgress(ctx, conn)
 	if err != nil {
 		return 0, 0, err
 	}

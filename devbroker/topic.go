@@ -1,4 +1,4 @@
-package broker
+package devbroker
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pgtandem/pgtandem/internal/broker/store"
+	"github.com/pgtandem/pgtandem/devbroker/store"
 )
 
 // topicRegistry holds the open topics, created on first use.

@@ -1,4 +1,4 @@
-package broker_test
+package devbroker_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 
-	"github.com/pgtandem/pgtandem/internal/broker"
+	"github.com/pgtandem/pgtandem/devbroker"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 )
 
@@ -20,12 +20,12 @@ func TestRunServesUntilCancelledAndReturnsNil(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cfg := broker.DefaultConfig()
+	cfg := devbroker.DefaultConfig()
 	cfg.Listen = addr
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- broker.Run(ctx, cfg, brokertest.Logger()) }()
+	go func() { done <- devbroker.Run(ctx, cfg, brokertest.Logger()) }()
 
 	c := newClient(t, "pulsar://"+addr)
 	p := newProducer(t, c, pulsar.ProducerOptions{Topic: "run"})
@@ -40,7 +40,7 @@ func TestRunServesUntilCancelledAndReturnsNil(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	// The data directory is unlocked again.
-	s, err := broker.New(cfg, nil)
+	s, err := devbroker.New(cfg, nil)
 	if err != nil {
 		t.Fatalf("reopen after Run: %v", err)
 	}
@@ -53,7 +53,7 @@ func TestSecondBrokerOnSameDataDirIsRefused(t *testing.T) {
 	b := brokertest.Start(t)
 	cfg := b.Config()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", ""
-	if s, err := broker.New(cfg, nil); err == nil {
+	if s, err := devbroker.New(cfg, nil); err == nil {
 		s.Close()
 		t.Fatal("a second broker opened a data directory in use")
 	}

@@ -1,4 +1,4 @@
-package broker
+package devbroker
 
 import (
 	"crypto/subtle"
@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pgtandem/pgtandem/internal/broker/store"
+	"github.com/pgtandem/pgtandem/devbroker/store"
 )
 
 // The admin API is the subset of Pulsar's /admin/v2 REST API that

@@ -1,4 +1,4 @@
-package broker_test
+package devbroker_test
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/pgtandem/pgtandem/internal/broker/wire"
+	"github.com/pgtandem/pgtandem/devbroker/wire"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 )
 

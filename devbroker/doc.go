@@ -1,4 +1,4 @@
-// Package broker is a single-node broker that speaks Apache Pulsar's binary
+// Package devbroker is a single-node broker that speaks Apache Pulsar's binary
 // protocol well enough that pulsar-client-go cannot tell it from Pulsar for
 // everything pgtandem uses. Production runs Apache Pulsar through the very
 // same client code; this broker exists for development, CI and rehearsals,
@@ -6,8 +6,8 @@
 //
 // # Layers
 //
-// [github.com/pgtandem/pgtandem/internal/broker/wire] frames and decodes
-// commands; [github.com/pgtandem/pgtandem/internal/broker/store] keeps topic
+// [github.com/pgtandem/pgtandem/devbroker/wire] frames and decodes
+// commands; [github.com/pgtandem/pgtandem/devbroker/store] keeps topic
 // logs and cursors on disk; this package ties them together: a [Server]
 // accepts connections (one read loop and one write loop each), a topic
 // registry creates topics on first use, and each subscription has a
@@ -28,4 +28,4 @@
 // when the server's quit channel closes or its connection closes;
 // [Server.Close] waits for all of them. [Run] is the composition root used by
 // "pgtandem broker serve".
-package broker
+package devbroker

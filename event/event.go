@@ -256,16 +256,3 @@ func (e *Event) Key() string {
 func QuoteIdent(name string) string {
 	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }
-
-// Schema is where pgtandem keeps its own tables on every cluster.
-const Schema = "pgtandem"
-
-// bookkeeping are pgtandem's tables that describe one cluster's own state
-// (what it applied, how its copy went): copied to another cluster they would
-// overwrite that cluster's state, so they are never published. The
-// schema's other tables (markers, cursors) travel like any table.
-var bookkeeping = map[string]bool{"apply_progress": true, "init_state": true, "init_tables": true, "table_handoff": true}
-
-// IsBookkeeping tells whether schema.table is one of pgtandem's own state
-// tables, which the capture leaves out of the topic.
-func IsBookkeeping(schema, table string) bool { return schema == Schema && bookkeeping[table] }

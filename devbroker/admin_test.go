@@ -1,4 +1,4 @@
-package broker_test
+package devbroker_test
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package broker_test
+package devbroker_test
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 	plog "github.com/apache/pulsar-client-go/pulsar/log"
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 
-	"github.com/pgtandem/pgtandem/internal/broker"
+	"github.com/pgtandem/pgtandem/devbroker"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 )
 
@@ -39,10 +39,10 @@ func TestMain(m *testing.M) {
 func runChildBroker(dir, listen string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	cfg := broker.DefaultConfig()
+	cfg := devbroker.DefaultConfig()
 	cfg.Listen = listen
 	cfg.DataDir = dir
-	s, err := broker.New(cfg, brokertest.Logger())
+	s, err := devbroker.New(cfg, brokertest.Logger())
 	if err == nil {
 		err = s.Start()
 	}

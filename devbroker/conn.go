@@ -1,4 +1,4 @@
-package broker
+package devbroker
 
 import (
 	"crypto/subtle"
@@ -17,8 +17,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/pgtandem/pgtandem/internal/broker/store"
-	"github.com/pgtandem/pgtandem/internal/broker/wire"
+	"github.com/pgtandem/pgtandem/devbroker/store"
+	"github.com/pgtandem/pgtandem/devbroker/wire"
 )
 
 const (

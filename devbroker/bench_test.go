@@ -1,4 +1,4 @@
-package broker_test
+package devbroker_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // BenchmarkProduceConsume measures end-to-end throughput of 512-byte
 // messages with client batching on: every receipt waits for the group
 // commit's fsync, and a consumer on the same topic acknowledges everything.
-// Run with: go test ./internal/broker -run '^$' -bench ProduceConsume -benchtime 500000x
+// Run with: go test ./devbroker -run '^$' -bench ProduceConsume -benchtime 500000x
 func BenchmarkProduceConsume(b *testing.B) {
 	br := brokertest.Start(b)
 	c := newClient(b, br.URL())
@@ -64,7 +64,7 @@ func BenchmarkProduceConsume(b *testing.B) {
 // settings pg2broker and broker2pg use, without message properties and with
 // the four pgtandem sets on a row change. It is the floor under the
 // pipeline's own work, and it shows what each property costs.
-// Run with: go test ./internal/broker -run '^$' -bench ClientCPU -benchtime 600000x
+// Run with: go test ./devbroker -run '^$' -bench ClientCPU -benchtime 600000x
 func BenchmarkClientCPU(b *testing.B) {
 	for _, props := range []map[string]string{nil, {
 		"pgtandem.lsn": "0/1A2B3C8", "pgtandem.xid": "123456", "pgtandem.kind": "update", "pgtandem.table": "public.pgbench_accounts",

@@ -1,4 +1,4 @@
-package broker
+package devbroker
 
 import (
 	"fmt"
@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/pgtandem/pgtandem/internal/broker/store"
-	"github.com/pgtandem/pgtandem/internal/broker/wire"
+	"github.com/pgtandem/pgtandem/devbroker/store"
+	"github.com/pgtandem/pgtandem/devbroker/wire"
 )
 
 // dispatchChunk bounds the records sent per lock hold, so that acks and

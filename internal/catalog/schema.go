@@ -1,0 +1,162 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// migrations[i] brings the pgtandem schema from version i to i+1. Append
+// only: a migration that has run somewhere is never edited, a change is a
+// new migration. Statements are idempotent (IF NOT EXISTS) so that clusters
+// written by a pgtandem that created these tables before the schema had a
+// version are brought to version 1 without error.
+var migrations = []string{
+	// 1: the tables of capture, apply and init.
+	`
+-- apply_progress makes the apply exactly-once: a source's row is updated in
+-- the same target transaction as the data, so the target itself says what it
+-- holds, whatever the broker's cursor says. The blocked columns are what
+-- pgtandem status shows.
+CREATE TABLE IF NOT EXISTS pgtandem.apply_progress (
+	source_cluster text PRIMARY KEY,
+	topic          text NOT NULL,
+	source_system  text,
+	commit_lsn     pg_lsn NOT NULL,
+	end_lsn        pg_lsn,
+	message_id     text,
+	commit_time    timestamptz,
+	applied_at     timestamptz,
+	blocked_reason text,
+	blocked_since  timestamptz
+);
+-- table_handoff: per-table handoffs of a resumed init (see RecordTableHandoffs).
+CREATE TABLE IF NOT EXISTS pgtandem.table_handoff (
+	source_cluster text NOT NULL,
+	schema_name    text NOT NULL,
+	table_name     text NOT NULL,
+	after_lsn      pg_lsn NOT NULL,
+	PRIMARY KEY (source_cluster, schema_name, table_name)
+);
+-- init_state and init_tables: how far an init got, so that an interrupted
+-- one can be resumed or at least explained. init_tables has one row per table
+-- (per key range of a split table) whose copy is committed, written in the
+-- same target transaction as the data.
+CREATE TABLE IF NOT EXISTS pgtandem.init_state (
+	source_cluster text PRIMARY KEY,
+	source_system  text NOT NULL,
+	slot_name      text NOT NULL,
+	phase          text NOT NULL,
+	schema_mode    text NOT NULL DEFAULT 'restore',
+	consistent_lsn pg_lsn,
+	started_at     timestamptz NOT NULL DEFAULT now(),
+	updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS pgtandem.init_tables (
+	source_cluster text NOT NULL,
+	schema_name    text NOT NULL,
+	table_name     text NOT NULL,
+	part           int NOT NULL,
+	parts          int NOT NULL,
+	snapshot_lsn   pg_lsn NOT NULL,
+	rows           bigint NOT NULL,
+	bytes          bigint NOT NULL,
+	seconds        double precision NOT NULL,
+	copied_at      timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (source_cluster, schema_name, table_name, part)
+);`,
+}
+
+// SchemaVersion is the version of the pgtandem schema this build writes.
+var SchemaVersion = len(migrations)
+
+// bookkeeping are the tables that describe one cluster's own state (what it
+// applied, how its copy went, which schema it has): copied to another
+// cluster they would overwrite that cluster's state, so capture never
+// publishes them. Other tables of the schema (markers, cursors) travel like
+// any table.
+var bookkeeping = map[string]bool{
+	"schema_version": true, "apply_progress": true, "init_state": true, "init_tables": true, "table_handoff": true,
+}
+
+// IsBookkeeping tells whether schema.table is one of pgtandem's own state
+// tables, which capture leaves out of the topic.
+func IsBookkeeping(schema, table string) bool { return schema == Schema && bookkeeping[table] }
+
+// SchemaTooNewError reports a cluster whose pgtandem schema was written by a
+// newer pgtandem: this one would not know its tables.
+type SchemaTooNewError struct {
+	Found, Known int
+}
+
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("the pgtandem schema of this cluster is at version %d, this pgtandem knows up to %d: use the newer pgtandem that wrote it", e.Found, e.Known)
+}
+
+// Migrate creates the pgtandem schema or brings it to SchemaVersion. It costs
+// one query when the schema is current. The migrations run in one implicit
+// transaction under an advisory lock, so two processes migrating at once
+// wait for each other; called inside a transaction, they commit with it.
+// It returns a *SchemaTooNewError for a schema of a newer pgtandem.
+func Migrate(ctx context.Context, conn *pgx.Conn) error {
+	found, err := readVersion(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if found == SchemaVersion {
+		return nil
+	}
+	if found > SchemaVersion {
+		return &SchemaTooNewError{Found: found, Known: SchemaVersion}
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT pg_advisory_xact_lock(hashtext('pgtandem schema'));
+CREATE SCHEMA IF NOT EXISTS pgtandem;
+CREATE TABLE IF NOT EXISTS pgtandem.schema_version (
+	one        bool PRIMARY KEY DEFAULT true CHECK (one),
+	version    int NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+`)
+	for _, m := range migrations[found:] {
+		b.WriteString(m)
+		b.WriteString("\n")
+	}
+	// GREATEST: a concurrent Migrate that won the lock may have gone further.
+	fmt.Fprintf(&b, `INSERT INTO pgtandem.schema_version (version) VALUES (%d)
+ON CONFLICT (one) DO UPDATE SET version = GREATEST(pgtandem.schema_version.version, EXCLUDED.version), updated_at = now();`, SchemaVersion)
+	if _, err := conn.Exec(ctx, b.String()); err != nil {
+		return fmt.Errorf("create or migrate the pgtandem schema from version %d to %d: %w", found, SchemaVersion, err)
+	}
+	return nil
+}
+
+// readVersion returns the schema version recorded in the cluster, 0 when it
+// has no pgtandem schema or one written before versions were recorded. It
+// looks before it reads: a failed read would abort a caller's transaction.
+func readVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgtandem.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("read the pgtandem schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM pgtandem.schema_version`).Scan(&version); err != nil {
+		return 0, fmt.Errorf("read the pgtandem schema version: %w", err)
+	}
+	return version, nil
+}
+
+// missingRelation tells whether err is PostgreSQL's "relation does not
+// exist" or "schema does not exist": a cluster pgtandem never wrote to.
+func missingRelation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName)
+}
