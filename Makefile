@@ -22,6 +22,10 @@ build:
 test: deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+## test-short: only the tests that need no server (decoders, planners, trackers, config); under 30 s
+test-short:
+	$(GO) test -short -count=1 ./...
+
 ## lint: gofmt and go vet
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \

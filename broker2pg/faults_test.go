@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pglogrepl"
@@ -140,7 +141,7 @@ func TestBlockedUntilSchemaFixed(t *testing.T) {
 
 func waitBlocked(t *testing.T, svc *broker2pg.Service, dst *pgx.Conn, want string) {
 	t.Helper()
-	servicetest.WaitFor(t, time.Minute, "blocked on "+want, func() error {
+	testwait.For(t, time.Minute, "blocked on "+want, func() error {
 		err := svc.Ready()
 		if err == nil || !strings.HasPrefix(err.Error(), "blocked: ") || !strings.Contains(err.Error(), want) {
 			return fmt.Errorf("state %v", err)
@@ -184,7 +185,7 @@ func TestBlockedOnUndecodableMessage(t *testing.T) {
 	producer.Close()
 	captureStop(t, srcSrv, "src", b.URL(), topic)
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
-	servicetest.WaitFor(t, time.Minute, "blocked on the undecodable message", func() error {
+	testwait.For(t, time.Minute, "blocked on the undecodable message", func() error {
 		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "message "+id.String()) {
 			return fmt.Errorf("state %v, want blocked at message %s", err, id)
 		}
@@ -419,7 +420,7 @@ func TestBacklogEmptyWhenCaughtUp(t *testing.T) {
 	}
 	waitMarker(t, src, dst, svc, 1)
 	backlogZero := func(when string) {
-		servicetest.WaitFor(t, 30*time.Second, "empty backlog "+when, func() error {
+		testwait.For(t, 30*time.Second, "empty backlog "+when, func() error {
 			n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst"))
 			if err == nil && n != 0 {
 				err = fmt.Errorf("backlog %d", n)
@@ -466,7 +467,7 @@ func TestFramingGapBlocks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	servicetest.WaitFor(t, time.Minute, "blocked on the gap", func() error {
+	testwait.For(t, time.Minute, "blocked on the gap", func() error {
 		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "topic framing: seq 2") {
 			return fmt.Errorf("state %v, want blocked on the gap", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 
 	"github.com/jackc/pgx/v5"
 
@@ -27,7 +28,7 @@ func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 func waitMarker(t *testing.T, src, dst *pgx.Conn, svc *broker2pg.Service, n int) {
 	t.Helper()
 	exec(t, src, `INSERT INTO marker VALUES ($1)`, n)
-	servicetest.WaitFor(t, 2*time.Minute, fmt.Sprintf("marker %d applied", n), func() error {
+	testwait.For(t, 2*time.Minute, fmt.Sprintf("marker %d applied", n), func() error {
 		var ok bool
 		if err := dst.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM marker WHERE n = $1)`, n).Scan(&ok); err != nil {
 			return err

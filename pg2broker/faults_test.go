@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 
 	"github.com/jackc/pgx/v5"
 
@@ -85,7 +86,7 @@ func TestSlotDroppedIsNeverRecreated(t *testing.T) {
 	}
 	// The server's walsender leaves the slot a moment after the capture
 	// disconnected.
-	servicetest.WaitFor(t, time.Minute, "slot released", func() error {
+	testwait.For(t, time.Minute, "slot released", func() error {
 		_, err := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot('pgtandem_src')`)
 		return err
 	})

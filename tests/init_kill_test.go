@@ -12,7 +12,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
-	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 var errNotYet = errors.New("not yet")
@@ -44,7 +44,7 @@ func TestInitResumesAfterKill9(t *testing.T) {
 	load := startLoad(t, src)
 
 	cmd := startPgtandem(t, env, "init", "--from", "src", "--to", "dst", "--jobs", "2")
-	servicetest.WaitFor(t, time.Minute, "accounts copied while the slow tables are not", func() error {
+	testwait.For(t, time.Minute, "accounts copied while the slow tables are not", func() error {
 		var accounts, slow bool
 		err := dstConn.QueryRow(ctx, `SELECT bool_or(table_name = 'accounts'), bool_or(table_name LIKE 'slow%') FROM pgtandem.init_tables`).Scan(&accounts, &slow)
 		switch {
@@ -90,7 +90,7 @@ func TestInitResumesAfterKill9(t *testing.T) {
 	if _, err := srcConn.Exec(ctx, `INSERT INTO marker VALUES (1)`); err != nil {
 		t.Fatal(err)
 	}
-	servicetest.WaitFor(t, 2*time.Minute, "marker on the target", func() error {
+	testwait.For(t, 2*time.Minute, "marker on the target", func() error {
 		var n int
 		if err := dstConn.QueryRow(ctx, `SELECT count(*) FROM marker`).Scan(&n); err != nil || n == 0 {
 			return errNotYet

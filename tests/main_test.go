@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,12 @@ import (
 var pgtandemBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// Every test here runs the binary against servers: none is short.
+		fmt.Println("tests: end-to-end suite, not in -short mode")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "pgtandem-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -4637,7 +4637,7 @@ const file_pulsarwire_proto_rawDesc = "" +
 	"\x0fNotAllowedError\x10\x16\x12\x17\n" +
 	"\x13TransactionConflict\x10\x17\x12\x17\n" +
 	"\x13TransactionNotFound\x10\x18\x12\x12\n" +
-	"\x0eProducerFenced\x10\x19B3Z1github.com/pgtandem/pgtandem/devbroker/wire"
+	"\x0eProducerFenced\x10\x19B-Z+github.com/pgtandem/pgtandem/devbroker/wire"
 
 var (
 	file_pulsarwire_proto_rawDescOnce sync.Once

@@ -42,9 +42,12 @@ type Broker struct {
 
 // Start starts a broker and registers its stop with t.Cleanup. Broker log
 // lines of level WARN and above go to stderr (set BROKERTEST_LOG=debug for
-// everything).
+// everything). Under -short the test is skipped, as for pgtest.Start.
 func Start(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a broker: not in -short mode")
+	}
 	s := settings{cfg: devbroker.DefaultConfig()}
 	s.cfg.Listen = "127.0.0.1:0"
 	s.cfg.AdminListen = "127.0.0.1:0"

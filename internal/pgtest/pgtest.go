@@ -30,8 +30,14 @@ func WithSetting(name, value string) Option {
 // returns it. fsync is off unless a test asks for it: a killed server process
 // keeps what it wrote in the page cache, and only a machine crash would need
 // fsync.
+//
+// Under -short (make test-short) the test is skipped: short runs are the
+// tests that need no server.
 func Start(t testing.TB, major int, opts ...Option) *pglocal.Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts PostgreSQL: not in -short mode")
+	}
 	o := pglocal.Options{Major: major, Settings: map[string]string{"fsync": "off"}}
 	for _, opt := range opts {
 		opt(&o)

@@ -17,6 +17,7 @@ import (
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
@@ -55,23 +56,6 @@ func Run(t testing.TB, run func(context.Context) error) (stop func() error) {
 	return stop
 }
 
-// WaitFor polls cond until it returns nil, failing the test after timeout
-// with cond's last error.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // NewCapture builds a pg2broker service for cluster on srv into topic,
 // creating publication and slot when missing.
 func NewCapture(t testing.TB, srv *pglocal.Server, cluster, url, topic string, mutate ...func(*pg2broker.Config)) *pg2broker.Service {
@@ -97,7 +81,7 @@ func Capture(t testing.TB, srv *pglocal.Server, cluster, url, topic string, muta
 	t.Helper()
 	svc := NewCapture(t, srv, cluster, url, topic, mutate...)
 	stop := Run(t, svc.Run)
-	WaitFor(t, time.Minute, "capture ready", svc.Ready)
+	testwait.For(t, time.Minute, "capture ready", svc.Ready)
 	return svc, stop
 }
 
@@ -132,7 +116,7 @@ func Apply(t testing.TB, dst *pglocal.Server, source, target, url, topic string,
 // e.g. a pgtandem binary the test started.
 func WaitSlotActive(t testing.TB, conn *pgx.Conn, slot string, timeout time.Duration) {
 	t.Helper()
-	WaitFor(t, timeout, "slot "+slot+" active", func() error {
+	testwait.For(t, timeout, "slot "+slot+" active", func() error {
 		var active bool
 		if err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
 			return err
