@@ -14,10 +14,10 @@ import (
 
 func TestNames(t *testing.T) {
 	for name, want := range map[string]string{
-		catalog.SlotName("old"):         "pgtandem_old",
-		catalog.OriginName("old"):       "pgtandem_old",
-		catalog.ProducerName("old"):     "pgtandem-old",
-		catalog.SubscriptionName("new"): "pgtandem-new",
+		catalog.SlotName("old"):                              "pgtandem_old",
+		catalog.OriginName("old"):                            "pgtandem_old",
+		catalog.ProducerName("old"):                          "pgtandem-old",
+		catalog.SubscriptionName("new"):                      "pgtandem-new",
 		catalog.Topic("persistent://public/default/app", 17): "persistent://public/default/app-pg17",
 	} {
 		if name != want {
