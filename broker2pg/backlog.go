@@ -2,42 +2,56 @@ package broker2pg
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/apache/pulsar-client-go/pulsaradmin"
+	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/rest"
+	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 )
 
-// TopicBacklog asks the broker's admin API (Apache Pulsar's, or the one of
-// `pgtandem broker serve`) how many messages of topic the subscription has
-// not acknowledged yet.
-func TopicBacklog(ctx context.Context, adminURL, topic, subscription string) (int64, error) {
-	rest, ok := strings.CutPrefix(topic, "persistent://")
-	if !ok {
-		return 0, fmt.Errorf("topic %s is not persistent://tenant/namespace/name", topic)
+// ErrAdminUnauthorized reports that the broker's admin API refused a
+// request for want of valid credentials (HTTP 401 or 403).
+var ErrAdminUnauthorized = errors.New("the broker's admin API refused the request: the Pulsar token (pulsar.auth-token-file or pulsar.auth-token) is missing, wrong, or may not read topic stats")
+
+// BacklogReader reads from the broker's admin API (Apache Pulsar's, or the
+// one of `pgtandem broker serve`) how many messages of a topic a
+// subscription has not acknowledged yet.
+type BacklogReader struct {
+	adminURL string
+	admin    pulsaradmin.Client
+}
+
+// NewBacklogReader returns a reader of the admin API at adminURL that
+// authenticates with token, the one the services give the broker; empty for
+// a broker without authentication.
+func NewBacklogReader(adminURL, token string) (*BacklogReader, error) {
+	admin, err := pulsaradmin.NewClient(&pulsaradmin.Config{WebServiceURL: adminURL, Token: token})
+	if err != nil {
+		return nil, fmt.Errorf("admin API client for %s: %w", adminURL, err)
+	}
+	return &BacklogReader{adminURL: adminURL, admin: admin}, nil
+}
+
+// Backlog returns the number of messages of topic that subscription has not
+// acknowledged. An admin API that refuses the token gives an error wrapping
+// ErrAdminUnauthorized.
+func (r *BacklogReader) Backlog(ctx context.Context, topic, subscription string) (int64, error) {
+	name, err := utils.GetTopicName(topic)
+	if err != nil {
+		return 0, fmt.Errorf("backlog of %s: %w", topic, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(adminURL, "/")+"/admin/v2/persistent/"+rest+"/stats", nil)
+	stats, err := r.admin.Topics().GetStatsWithContext(ctx, *name)
 	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("topic stats of %s: %w", topic, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("topic stats of %s: %s", topic, resp.Status)
-	}
-	var stats struct {
-		Subscriptions map[string]struct {
-			MsgBacklog int64 `json:"msgBacklog"`
-		} `json:"subscriptions"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
-		return 0, fmt.Errorf("topic stats of %s: %w", topic, err)
+		var re rest.Error
+		if errors.As(err, &re) && (re.Code == http.StatusUnauthorized || re.Code == http.StatusForbidden) {
+			err = fmt.Errorf("%w (HTTP %d: %s)", ErrAdminUnauthorized, re.Code, re.Reason)
+		}
+		return 0, fmt.Errorf("topic stats of %s from %s: %w", topic, r.adminURL, err)
 	}
 	sub, ok := stats.Subscriptions[subscription]
 	if !ok {

@@ -38,9 +38,9 @@ type Config struct {
 	// once a position is stored.
 	StartAfterLSN pglogrepl.LSN
 	// GroupRows, GroupBytes and GroupDelay bound how many source
-	// transactions one target transaction takes while a backlog lasts: a
-	// group ends at the first source COMMIT past any bound, or when no
-	// message is waiting.
+	// transactions one target transaction takes while a backlog lasts: the
+	// target transaction commits at the first source COMMIT past any bound,
+	// or when no message is waiting.
 	GroupRows  int
 	GroupBytes int
 	GroupDelay time.Duration

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"github.com/pgtandem/pgtandem/internal/testwait"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/apache/pulsar-client-go/pulsaradmin"
+	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
@@ -96,6 +99,23 @@ func writeLoad(t *testing.T, srv *pglocal.Server) (stop func() int) {
 	}
 }
 
+// waitLoadApplied waits until the target holds at least n of writeLoad's
+// transactions and returns how many it holds.
+func waitLoadApplied(t *testing.T, dst *pgx.Conn, n int, what string) int {
+	t.Helper()
+	var applied int
+	testwait.For(t, 2*time.Minute, fmt.Sprintf("%d load transactions applied %s", n, what), func() error {
+		if err := dst.QueryRow(context.Background(), `SELECT count(DISTINCT txn) FROM load`).Scan(&applied); err != nil {
+			return err
+		}
+		if applied < n {
+			return fmt.Errorf("%d applied", applied)
+		}
+		return nil
+	})
+	return applied
+}
+
 // TestBlockedUntilSchemaFixed covers FAULTS 21: a missing column, then a
 // missing table, stop the apply with the object named in Ready and in
 // apply_progress, nothing past it applied or acknowledged; once fixed, the
@@ -114,8 +134,9 @@ func TestBlockedUntilSchemaFixed(t *testing.T) {
 	exec(t, src, `INSERT INTO wide VALUES (1, 'needs the column')`)
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
 	waitBlocked(t, svc, dst, `table "public"."wide" column "extra"`)
+	waitHeldBack(t, b, topic, 2)
 	checkNotApplied(t, dst, 2)
-	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst")); err != nil || n == 0 {
+	if n, err := backlogOf(t, b, topic, catalog.SubscriptionName("dst")); err != nil || n == 0 {
 		t.Fatalf("backlog while blocked = %d, %v; want the blocked messages unacknowledged", n, err)
 	}
 	exec(t, dst, `ALTER TABLE wide ADD COLUMN extra text`)
@@ -124,6 +145,7 @@ func TestBlockedUntilSchemaFixed(t *testing.T) {
 	exec(t, src, `INSERT INTO "Later" VALUES (1)`)
 	exec(t, src, `INSERT INTO marker VALUES (4)`)
 	waitBlocked(t, svc, dst, `table "public"."Later"`)
+	waitHeldBack(t, b, topic, 4)
 	checkNotApplied(t, dst, 4)
 	exec(t, dst, `CREATE TABLE "Later" (id int PRIMARY KEY)`)
 	waitMarker(t, src, dst, svc, 5)
@@ -155,6 +177,88 @@ func waitBlocked(t *testing.T, svc *broker2pg.Service, dst *pgx.Conn, want strin
 		}
 		return nil
 	})
+}
+
+// waitHeldBack waits until the change behind a blocked one, marker n, has
+// been in the apply's hands: the topic holds marker n's whole transaction,
+// and the broker has since handed the subscription's backlog (which holds
+// it) to the apply twice. The first complete hand-over after the marker
+// held it, and a second starts only once the session that held it has
+// ended, blocked: a marker still missing on the target then was held back,
+// not late.
+func waitHeldBack(t *testing.T, b *brokertest.Broker, topic string, n int) {
+	t.Helper()
+	waitMarkerInTopic(t, b, topic, n)
+	admin, err := pulsaradmin.NewClient(&pulsaradmin.Config{WebServiceURL: b.AdminURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := utils.GetTopicName(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscription := func() (utils.SubscriptionStats, error) {
+		stats, err := admin.Topics().GetStats(*name)
+		if err != nil {
+			return utils.SubscriptionStats{}, err
+		}
+		sub, ok := stats.Subscriptions[catalog.SubscriptionName("dst")]
+		if !ok {
+			return sub, fmt.Errorf("no subscription %s on %s", catalog.SubscriptionName("dst"), topic)
+		}
+		return sub, nil
+	}
+	before, err := subscription()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.MsgBacklog == 0 {
+		t.Fatalf("marker %d is in the topic but the subscription's backlog is empty: it was acknowledged", n)
+	}
+	testwait.For(t, time.Minute, fmt.Sprintf("backlog of %d messages handed to the apply twice", before.MsgBacklog), func() error {
+		now, err := subscription()
+		if err != nil {
+			return err
+		}
+		if out := now.MsgOutCounter - before.MsgOutCounter; out < 2*before.MsgBacklog {
+			return fmt.Errorf("%d messages delivered since the marker was in the topic", out)
+		}
+		return nil
+	})
+}
+
+// waitMarkerInTopic reads topic from its start until it holds the whole
+// source transaction that inserted marker n; messages that are not events
+// are passed over.
+func waitMarkerInTopic(t *testing.T, b *brokertest.Broker, topic string, n int) {
+	t.Helper()
+	client, err := pulsarclient.New(pulsarclient.Options{URL: b.URL(), Log: servicetest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	reader, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: pulsar.EarliestMessageID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var markerLSN event.LSN
+	for {
+		msg, err := reader.Next(ctx)
+		if err != nil {
+			t.Fatalf("marker %d not in topic %s: %v", n, topic, err)
+		}
+		ev, err := event.Unmarshal(msg.Payload())
+		switch {
+		case err != nil:
+		case ev.Kind == event.KindInsert && ev.Table == "marker" && eventtest.Value(ev.New, "n") == strconv.Itoa(n):
+			markerLSN = ev.LSN
+		case ev.Kind == event.KindCommit && markerLSN != 0 && ev.LSN == markerLSN:
+			return
+		}
+	}
 }
 
 func checkNotApplied(t *testing.T, dst *pgx.Conn, marker int) {
@@ -191,7 +295,7 @@ func TestBlockedOnUndecodableMessage(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(time.Second)
+	waitHeldBack(t, b, topic, 2)
 	checkNotApplied(t, dst, 2)
 }
 
@@ -230,16 +334,22 @@ func TestTwoReplicasApplyOnce(t *testing.T) {
 	first, stopFirst := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	waitMarker(t, src, dst, first, 1)
 	second, _ := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
-	time.Sleep(time.Second)
-	if err := second.Ready(); err == nil || !strings.HasPrefix(err.Error(), "standby") {
-		t.Fatalf("second replica: %v, want standby", err)
-	}
+	testwait.For(t, time.Minute, "second replica subscribed as standby", func() error {
+		if err := second.Ready(); err == nil || !strings.HasPrefix(err.Error(), "standby") {
+			return fmt.Errorf("second replica: %v, want standby", err)
+		}
+		return nil
+	})
 	stopLoad := writeLoad(t, srcSrv)
-	time.Sleep(2 * time.Second)
+	atStop := waitLoadApplied(t, dst, 60, "by the first replica under load")
 	if err := stopFirst(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	// The load is still running: the second replica takes over under it.
+	waitLoadApplied(t, dst, atStop+20, "by the second replica after the first stopped")
+	if err := second.Ready(); err != nil {
+		t.Fatalf("second replica after applying: %v", err)
+	}
 	txns := stopLoad()
 	waitMarker(t, src, dst, second, 2)
 	if err := eventtest.SameRows(src, dst, "load"); err != nil {
@@ -258,8 +368,11 @@ func TestTargetKilledWithAsyncCommit(t *testing.T) {
 	waitMarker(t, src, dst, svc, 1)
 	stopLoad := writeLoad(t, srcSrv)
 	ctx := context.Background()
+	applied := 0
 	for i := 0; i < 3; i++ {
-		time.Sleep(1500 * time.Millisecond)
+		// Each kill comes while the apply is committing the load, after
+		// it has come back from the previous one.
+		applied = waitLoadApplied(t, pgtest.Connect(t, dstSrv, "postgres"), applied+20, fmt.Sprintf("before kill %d of the target", i+1))
 		if err := dstSrv.Kill(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -320,19 +433,15 @@ func TestStartAfterLSN(t *testing.T) {
 	for n := 1; n <= 10; n++ {
 		exec(t, src, `INSERT INTO load SELECT $1, g, 'before' FROM generate_series(1, 3) g`, n)
 	}
-	var clone string
-	if err := src.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&clone); err != nil {
+	var clone pglogrepl.LSN
+	if err := src.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()`).Scan(&clone); err != nil {
 		t.Fatal(err)
 	}
 	exec(t, dst, `INSERT INTO load SELECT n, g, 'before' FROM generate_series(1, 10) n, generate_series(1, 3) g`)
 	for n := 11; n <= 20; n++ {
 		exec(t, src, `INSERT INTO load SELECT $1, g, 'after' FROM generate_series(1, 3) g`, n)
 	}
-	lsn, err := pglogrepl.ParseLSN(clone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic, func(c *broker2pg.Config) { c.StartAfterLSN = lsn })
+	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic, func(c *broker2pg.Config) { c.StartAfterLSN = clone })
 	waitMarker(t, src, dst, svc, 1)
 	if err := eventtest.SameRows(src, dst, "load"); err != nil {
 		t.Fatal(err)
@@ -421,7 +530,7 @@ func TestBacklogEmptyWhenCaughtUp(t *testing.T) {
 	waitMarker(t, src, dst, svc, 1)
 	backlogZero := func(when string) {
 		testwait.For(t, 30*time.Second, "empty backlog "+when, func() error {
-			n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst"))
+			n, err := backlogOf(t, b, topic, catalog.SubscriptionName("dst"))
 			if err == nil && n != 0 {
 				err = fmt.Errorf("backlog %d", n)
 			}
@@ -477,7 +586,7 @@ func TestFramingGapBlocks(t *testing.T) {
 	if err := dst.QueryRow(context.Background(), `SELECT coalesce(blocked_reason, '') FROM pgtandem.apply_progress`).Scan(&reason); err != nil || !strings.Contains(reason, "framing") {
 		t.Fatalf("apply_progress blocked_reason %q, %v", reason, err)
 	}
-	if n, err := broker2pg.TopicBacklog(context.Background(), b.AdminURL(), topic, catalog.SubscriptionName("dst")); err != nil || n == 0 {
+	if n, err := backlogOf(t, b, topic, catalog.SubscriptionName("dst")); err != nil || n == 0 {
 		t.Fatalf("backlog %d, %v: the broken transaction must stay unacknowledged", n, err)
 	}
 	checkNotApplied(t, dst, 2)

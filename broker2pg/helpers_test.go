@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/broker2pg"
+	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 )
@@ -56,4 +57,14 @@ func captureStop(t *testing.T, srv *pglocal.Server, cluster, url, topic string) 
 	t.Helper()
 	_, stop := servicetest.Capture(t, srv, cluster, url, topic)
 	return stop
+}
+
+// backlogOf reads the subscription's backlog from b's admin API.
+func backlogOf(t *testing.T, b *brokertest.Broker, topic, subscription string) (int64, error) {
+	t.Helper()
+	r, err := broker2pg.NewBacklogReader(b.AdminURL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Backlog(context.Background(), topic, subscription)
 }

@@ -55,7 +55,9 @@ func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveFloat64(lag, time.Duration(s.lag.Load()).Seconds(), m.attrs)
 		o.ObserveInt64(applied, int64(s.applied.Load()), m.attrs)
-		o.ObserveInt64(backlog, s.backlog.Load(), m.attrs)
+		if n := s.backlog.Load(); n != backlogUnknown {
+			o.ObserveInt64(backlog, n, m.attrs)
+		}
 		var b int64
 		if s.blocked.Load() {
 			b = 1

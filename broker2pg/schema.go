@@ -123,14 +123,3 @@ func (t *targetTable) conflictTarget(keys []string) string {
 	}
 	return ""
 }
-
-func quoteList(names []string) string {
-	out := ""
-	for i, n := range names {
-		if i > 0 {
-			out += ", "
-		}
-		out += event.QuoteIdent(n)
-	}
-	return out
-}

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/pulsarclient"
+	"github.com/pgtandem/pgtandem/internal/retry"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 )
 
@@ -31,6 +33,7 @@ type Service struct {
 	state   atomic.Pointer[string]
 	applied atomic.Uint64 // commit LSN of the last applied source transaction
 	lag     atomic.Int64  // nanoseconds, source commit to target commit
+	// backlog is the subscription's backlog, or backlogUnknown.
 	backlog atomic.Int64
 	blocked atomic.Bool
 	// topic is known once a session resolved it; the backlog poller reads it.
@@ -52,6 +55,7 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Telemetry) (*Service, erro
 	}
 	s := &Service{cfg: cfg, log: log.With("source", cfg.Source, "target", cfg.Target), tel: tel}
 	s.setState("starting")
+	s.backlog.Store(backlogUnknown)
 	m, err := newMetrics(tel.Meter, s)
 	if err != nil {
 		return nil, err
@@ -59,6 +63,9 @@ func New(cfg Config, log *slog.Logger, tel *telemetry.Telemetry) (*Service, erro
 	s.metrics = m
 	return s, nil
 }
+
+// backlogUnknown marks a backlog that has not been read, or cannot be.
+const backlogUnknown = -1
 
 func (s *Service) setState(state string) { s.state.Store(&state) }
 
@@ -84,10 +91,14 @@ func (s *Service) Run(ctx context.Context) error {
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer func() { stopPoll(); wg.Wait() }()
 	if s.cfg.AdminURL != "" {
+		backlog, err := NewBacklogReader(s.cfg.AdminURL, s.cfg.PulsarToken)
+		if err != nil {
+			return err
+		}
 		wg.Add(1)
-		go func() { defer wg.Done(); s.pollBacklog(pollCtx) }()
+		go func() { defer wg.Done(); s.pollBacklog(pollCtx, backlog) }()
 	}
-	backoff := 500 * time.Millisecond
+	backoff := retry.New(s.cfg.RetryMax)
 	lastBlocked := ""
 	for {
 		started := time.Now()
@@ -109,7 +120,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.setState("failed: " + err.Error())
 			return err
 		}
-		wait := backoff
+		var wait time.Duration
 		if IsBlocked(err) {
 			s.blocked.Store(true)
 			s.setState("blocked: " + err.Error())
@@ -122,12 +133,9 @@ func (s *Service) Run(ctx context.Context) error {
 			lastBlocked = err.Error()
 			wait = s.cfg.BlockedRetry
 		} else {
-			if time.Since(started) > time.Minute {
-				backoff = 500 * time.Millisecond
-			}
+			wait = backoff.Next(time.Since(started))
 			s.setState("retrying: " + err.Error())
-			s.log.Warn("apply interrupted; retrying", "err", err, "in", backoff)
-			backoff = min(2*backoff, s.cfg.RetryMax)
+			s.log.Warn("apply interrupted; retrying", "err", err, "in", wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -144,7 +152,7 @@ func (s *Service) Run(ctx context.Context) error {
 // remains in strict order is a real one, and blocks.
 func (s *Service) retryStrict(err error) bool {
 	var be *BlockedError
-	if !errors.As(err, &be) || be.Code != "23505" {
+	if !errors.As(err, &be) || be.Code != pgerrcode.UniqueViolation {
 		return false
 	}
 	last := s.lastBegun.Load()
@@ -156,20 +164,47 @@ func (s *Service) retryStrict(err error) bool {
 	return true
 }
 
-func (s *Service) pollBacklog(ctx context.Context) {
+// pollBacklog keeps the backlog gauge up to date while the service runs.
+func (s *Service) pollBacklog(ctx context.Context, backlog *BacklogReader) {
 	ticker := time.NewTicker(5 * time.Second)
 	defer ticker.Stop()
+	failing := false
 	for {
-		if topic := s.topic.Load(); topic != nil {
-			if n, err := TopicBacklog(ctx, s.cfg.AdminURL, *topic, catalog.SubscriptionName(s.cfg.Target)); err == nil {
-				s.backlog.Store(n)
-			}
-		}
+		s.readBacklog(ctx, backlog.Backlog, &failing)
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
+	}
+}
+
+// readBacklog reads the subscription's backlog into the gauge once a session
+// has resolved the topic. A backlog that cannot be read leaves the gauge
+// unobserved rather than at a misleading 0, and is logged as a warning when
+// it starts failing, not on every poll; failing carries that from one poll
+// to the next.
+func (s *Service) readBacklog(ctx context.Context, read func(ctx context.Context, topic, subscription string) (int64, error), failing *bool) {
+	topic := s.topic.Load()
+	if topic == nil {
+		return
+	}
+	n, err := read(ctx, *topic, catalog.SubscriptionName(s.cfg.Target))
+	switch {
+	case err == nil:
+		s.backlog.Store(n)
+		if *failing {
+			s.log.Info("backlog readable again from the broker's admin API")
+			*failing = false
+		}
+	case ctx.Err() != nil:
+	case *failing:
+		s.backlog.Store(backlogUnknown)
+		s.log.Debug("backlog still unreadable", "err", err)
+	default:
+		s.backlog.Store(backlogUnknown)
+		s.log.Warn("cannot read the subscription's backlog from the broker's admin API; the backlog metric is left out until it can", "err", err)
+		*failing = true
 	}
 }
 

@@ -84,9 +84,10 @@ func collectStatus(ctx context.Context, cfg config.Config) (statusReport, error)
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	readBacklog := backlogOf(cfg.Pulsar)
 	var errs []error
 	for _, name := range names {
-		cs, dirs, err := clusterState(ctx, cfg, name)
+		cs, dirs, err := clusterState(ctx, cfg, name, readBacklog)
 		if err != nil {
 			cs.Error = err.Error()
 			errs = append(errs, fmt.Errorf("cluster %s: %w", name, err))
@@ -97,7 +98,25 @@ func collectStatus(ctx context.Context, cfg config.Config) (statusReport, error)
 	return report, errors.Join(errs...)
 }
 
-func clusterState(ctx context.Context, cfg config.Config, name string) (clusterStatus, []directionStatus, error) {
+// backlogFunc reads how many messages of topic the subscription has not
+// acknowledged.
+type backlogFunc func(ctx context.Context, topic, subscription string) (int64, error)
+
+// backlogOf returns how status reads backlogs: from the admin API with the
+// token the services give the broker, or failing with the reason it cannot.
+func backlogOf(p config.Pulsar) backlogFunc {
+	token, err := pulsarToken(p)
+	var reader *broker2pg.BacklogReader
+	if err == nil {
+		reader, err = broker2pg.NewBacklogReader(p.AdminURL, token)
+	}
+	if err != nil {
+		return func(context.Context, string, string) (int64, error) { return 0, err }
+	}
+	return reader.Backlog
+}
+
+func clusterState(ctx context.Context, cfg config.Config, name string, readBacklog backlogFunc) (clusterStatus, []directionStatus, error) {
 	cs := clusterStatus{Cluster: name, Slot: catalog.SlotName(name)}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -130,7 +149,7 @@ func clusterState(ctx context.Context, cfg config.Config, name string) (clusterS
 			lag := p.AppliedAt.Sub(p.CommitTime).Seconds()
 			d.LagSeconds = &lag
 		}
-		if backlog, err := broker2pg.TopicBacklog(ctx, cfg.Pulsar.AdminURL, p.Topic, catalog.SubscriptionName(name)); err != nil {
+		if backlog, err := readBacklog(ctx, p.Topic, catalog.SubscriptionName(name)); err != nil {
 			d.BacklogError = err.Error()
 		} else {
 			d.Backlog = &backlog

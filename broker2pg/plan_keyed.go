@@ -1,0 +1,199 @@
+package broker2pg
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/pgtandem/pgtandem/event"
+)
+
+// rowState is the net effect of a segment's changes on one key.
+type rowState struct {
+	key   []*string
+	del   bool
+	write event.Kind // "", insert or update
+	cols  []string   // columns written, in event order
+	vals  map[string]*string
+	msgID pulsar.MessageID
+	lsn   event.LSN
+}
+
+// addKeyed plans a change of a table matched by its key columns keyCols:
+// it is compacted into the net effect on its key, except an UPDATE that
+// changes the key, which becomes a statement of its own.
+func (p *plan) addKeyed(t *targetTable, keyCols []string, ev *event.Event, msgID pulsar.MessageID) {
+	tp := p.tablePlan(t, true, keyCols)
+	switch ev.Kind {
+	case event.KindInsert:
+		rs := tp.state(keyValues(keyCols, ev.New, nil), msgID, ev.LSN)
+		rs.write = event.KindInsert
+		rs.cols, rs.vals = writable(t, ev.New, ev.Columns), ev.New
+	case event.KindUpdate:
+		newKey := keyValues(keyCols, ev.New, ev.Old)
+		if ev.Old != nil && keyString(keyValues(keyCols, ev.Old, nil)) != keyString(newKey) {
+			p.closeSegment()
+			p.done = append(p.done, keyChangeQuery(t, keyCols, ev, msgID))
+			return
+		}
+		rs := tp.state(newKey, msgID, ev.LSN)
+		if rs.write == "" {
+			rs.write = event.KindUpdate
+			rs.vals = map[string]*string{}
+		}
+		for _, name := range writable(t, ev.New, ev.Columns) {
+			if _, seen := rs.vals[name]; !seen {
+				rs.cols = append(rs.cols, name)
+			}
+			rs.vals[name] = ev.New[name]
+		}
+	case event.KindDelete:
+		rs := tp.state(keyValues(keyCols, ev.Old, nil), msgID, ev.LSN)
+		rs.del, rs.write, rs.cols, rs.vals = true, "", nil, nil
+	}
+}
+
+func (tp *tablePlan) state(key []*string, msgID pulsar.MessageID, lsn event.LSN) *rowState {
+	k := keyString(key)
+	rs, ok := tp.keys[k]
+	if !ok {
+		rs = &rowState{key: key, msgID: msgID, lsn: lsn}
+		tp.keys[k] = rs
+		tp.order = append(tp.order, rs)
+	}
+	return rs
+}
+
+// keyValues reads the key columns from row, falling back to alt for a key
+// column row lacks (an unchanged TOASTed key in an UPDATE's new row).
+func keyValues(keyCols []string, row, alt map[string]*string) []*string {
+	out := make([]*string, len(keyCols))
+	for i, c := range keyCols {
+		v, ok := row[c]
+		if !ok && alt != nil {
+			v = alt[c]
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// keyedQueries writes a keyed table's segment: deletes, updates grouped by
+// their SET columns, inserts grouped by their columns.
+func keyedQueries(tp *tablePlan) []query {
+	t := tp.t
+	var out []query
+	first := func(rs []*rowState) (pulsar.MessageID, event.LSN) { return rs[0].msgID, rs[0].lsn }
+	var dels []*rowState
+	updates := map[string][]*rowState{}
+	inserts := map[string][]*rowState{}
+	var updOrder, insOrder []string
+	for _, rs := range tp.order {
+		if rs.del {
+			dels = append(dels, rs)
+		}
+		switch rs.write {
+		case event.KindUpdate:
+			sig := strings.Join(settable(t, rs.cols, tp.keyCols), "\x00")
+			if _, ok := updates[sig]; !ok {
+				updOrder = append(updOrder, sig)
+			}
+			updates[sig] = append(updates[sig], rs)
+		case event.KindInsert:
+			sig := strings.Join(rs.cols, "\x00")
+			if _, ok := inserts[sig]; !ok {
+				insOrder = append(insOrder, sig)
+			}
+			inserts[sig] = append(inserts[sig], rs)
+		}
+	}
+	keyMatch := func(offset int) string {
+		var conds []string
+		for i, k := range tp.keyCols {
+			conds = append(conds, "t."+event.QuoteIdent(k)+" = "+cast(t, k, "u.p"+strconv.Itoa(offset+i+1)))
+		}
+		return strings.Join(conds, " AND ")
+	}
+	keyColumns := func(rows []*rowState) [][]*string {
+		cols := make([][]*string, len(tp.keyCols))
+		for _, rs := range rows {
+			for i := range tp.keyCols {
+				cols[i] = append(cols[i], rs.key[i])
+			}
+		}
+		return cols
+	}
+	if len(dels) > 0 {
+		var ps params
+		sql := fmt.Sprintf("DELETE FROM %s AS t USING %s WHERE %s", t.quoted, ps.unnest(keyColumns(dels)), keyMatch(0))
+		id, lsn := first(dels)
+		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: -1})
+	}
+	for _, sig := range updOrder {
+		rows := updates[sig]
+		set := settable(t, rows[0].cols, tp.keyCols)
+		if len(set) == 0 {
+			continue
+		}
+		cols := keyColumns(rows)
+		var assign []string
+		for i, c := range set {
+			vals := make([]*string, len(rows))
+			for j, rs := range rows {
+				vals[j] = rs.vals[c]
+			}
+			cols = append(cols, vals)
+			assign = append(assign, event.QuoteIdent(c)+" = "+cast(t, c, "u.p"+strconv.Itoa(len(tp.keyCols)+i+1)))
+		}
+		var ps params
+		sql := fmt.Sprintf("UPDATE %s AS t SET %s FROM %s WHERE %s", t.quoted, strings.Join(assign, ", "), ps.unnest(cols), keyMatch(0))
+		id, lsn := first(rows)
+		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: len(rows)})
+	}
+	for _, sig := range insOrder {
+		rows := inserts[sig]
+		names := rows[0].cols
+		cols := make([][]*string, len(names))
+		for _, rs := range rows {
+			for i, c := range names {
+				cols[i] = append(cols[i], rs.vals[c])
+			}
+		}
+		var ps params
+		sql := insertInto(t, names) + " SELECT " + castColumns(t, names) + " FROM " + ps.unnest(cols)
+		if target := t.conflictTarget(tp.keyCols); target != "" {
+			var set []string
+			for _, c := range settable(t, names, tp.keyCols) {
+				set = append(set, event.QuoteIdent(c)+" = EXCLUDED."+event.QuoteIdent(c))
+			}
+			if len(set) == 0 {
+				sql += " ON CONFLICT (" + target + ") DO NOTHING"
+			} else {
+				sql += " ON CONFLICT (" + target + ") DO UPDATE SET " + strings.Join(set, ", ")
+			}
+		}
+		id, lsn := first(rows)
+		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: -1})
+	}
+	return out
+}
+
+// keyChangeQuery moves a row to a new key.
+func keyChangeQuery(t *targetTable, keyCols []string, ev *event.Event, msgID pulsar.MessageID) query {
+	var ps params
+	var assign, conds []string
+	for _, c := range writable(t, ev.New, ev.Columns) {
+		if tc := t.columns[c]; !tc.identityAlways {
+			assign = append(assign, event.QuoteIdent(c)+" = "+cast(t, c, ps.add(ev.New[c])))
+		}
+	}
+	for _, k := range keyCols {
+		conds = append(conds, "t."+event.QuoteIdent(k)+" = "+cast(t, k, ps.add(ev.Old[k])))
+	}
+	return query{
+		sql:   fmt.Sprintf("UPDATE %s AS t SET %s WHERE %s", t.quoted, strings.Join(assign, ", "), strings.Join(conds, " AND ")),
+		args:  ps.args,
+		table: t.quoted, msgID: msgID, lsn: ev.LSN, expect: 1,
+	}
+}
