@@ -141,7 +141,7 @@ func testCaptureShapes(t *testing.T, major int) {
 	typed := eventtest.Changes(txns, "public", "types")[0]
 	for _, col := range typed.Columns {
 		var want *string
-		if err := conn.QueryRow(context.Background(), fmt.Sprintf(`SELECT %s::text FROM types WHERE id = 1`, event.QuoteIdent(col.Name))).Scan(&want); err != nil {
+		if err := conn.QueryRow(context.Background(), `SELECT `+pgx.Identifier{col.Name}.Sanitize()+`::text FROM types WHERE id = 1`).Scan(&want); err != nil {
 			t.Fatal(err)
 		}
 		if got := typed.New[col.Name]; (got == nil) != (want == nil) || (got != nil && *got != *want) {

@@ -4,8 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	osexec "os/exec"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/testwait"
@@ -14,6 +20,7 @@ import (
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 	"github.com/pgtandem/pgtandem/pg2broker"
@@ -35,7 +42,7 @@ func TestOutages(t *testing.T) {
 	conn := pgtest.Connect(t, srv, "postgres")
 	exec(t, conn, loadSchema)
 	topic := "persistent://public/default/outages"
-	stop := capture(t, srv, b.URL(), topic, func(c *pg2broker.Config) { c.RetryMax = time.Second })
+	svc, stop := servicetest.Capture(t, srv, "src", b.URL(), topic, func(c *pg2broker.Config) { c.RetryMax = time.Second })
 	ctx := context.Background()
 	rowsOf := map[int]int{}
 	txn := 0
@@ -51,14 +58,19 @@ func TestOutages(t *testing.T) {
 	}
 	write(conn, 50)
 	b.Stop()
-	write(conn, 50) // captured while the broker is down
-	time.Sleep(2 * time.Second)
+	write(conn, 50)
+	waitSlotSent(t, conn, "the 50 transactions written while the broker is down read from the slot")
 	b.Restart()
 	write(conn, 50)
 	if err := srv.Kill(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	testwait.For(t, time.Minute, "capture noticing that PostgreSQL is gone", func() error {
+		if err := svc.Ready(); err == nil || !strings.HasPrefix(err.Error(), "retrying") {
+			return fmt.Errorf("state %v", err)
+		}
+		return nil
+	})
 	if err := srv.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +81,29 @@ func TestOutages(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitSlotSent waits until the capture's walsender has sent everything
+// written so far.
+func waitSlotSent(t *testing.T, conn *pgx.Conn, what string) {
+	t.Helper()
+	ctx := context.Background()
+	var written pglogrepl.LSN
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&written); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, time.Minute, what, func() error {
+		var sent pglogrepl.LSN
+		err := conn.QueryRow(ctx, `SELECT r.sent_lsn FROM pg_stat_replication r
+			JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = 'pgtandem_src'`).Scan(&sent)
+		if err != nil {
+			return err
+		}
+		if sent < written {
+			return fmt.Errorf("sent up to %s of %s", sent, written)
+		}
+		return nil
+	})
 }
 
 // TestSlotDroppedIsNeverRecreated covers FAULTS 7.
@@ -90,10 +125,10 @@ func TestSlotDroppedIsNeverRecreated(t *testing.T) {
 		_, err := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot('pgtandem_src')`)
 		return err
 	})
+	checkStartReplicationRefused(t, srv, conn)
 	for _, create := range []bool{false, true} {
 		err := runOnce(t, srv.DSN("postgres"), b.URL(), topic, create)
-		var se *pg2broker.SlotError
-		if !errors.As(err, &se) || !pg2broker.IsFatal(err) {
+		if !isFatalSlotError(err) {
 			t.Fatalf("create-slot=%v: Run = %v, want a fatal SlotError", create, err)
 		}
 	}
@@ -104,34 +139,113 @@ func TestSlotDroppedIsNeverRecreated(t *testing.T) {
 }
 
 // TestSlotInvalidated covers FAULTS 8: a slot whose WAL was removed is a
-// clear, fatal error, not an endless retry.
+// clear, fatal error, not an endless retry, in whatever language the server
+// writes its messages. PostgreSQL 15 runs with German lc_messages (Debian's
+// package has the translations), so that recognising the error by English
+// text fails; 17 is where pg_replication_slots has invalidation_reason.
 func TestSlotInvalidated(t *testing.T) {
-	srv := pgtest.Start(t, 15, pgtest.WithSetting("max_slot_wal_keep_size", "1MB"), pgtest.WithSetting("wal_keep_size", "0"))
+	for _, major := range []int{15, 17} {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
+			testSlotInvalidated(t, major)
+		})
+	}
+}
+
+func testSlotInvalidated(t *testing.T, major int) {
+	opts := []pgtest.Option{pgtest.WithSetting("max_slot_wal_keep_size", "1MB"), pgtest.WithSetting("wal_keep_size", "0")}
+	if major == 15 {
+		opts = append(opts, germanMessages(t))
+	}
+	srv := pgtest.Start(t, major, opts...)
 	b := brokertest.Start(t)
 	conn := pgtest.Connect(t, srv, "postgres")
+	if major == 15 {
+		requireGerman(t, conn)
+	}
 	exec(t, conn, loadSchema)
-	topic := "persistent://public/default/invalidated"
+	topic := fmt.Sprintf("persistent://public/default/invalidated-pg%d", major)
 	stop := capture(t, srv, b.URL(), topic)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	for i := 0; i < 4; i++ {
 		exec(t, conn, `INSERT INTO load SELECT $1, g FROM generate_series(1, 20000) g`, i)
 		exec(t, conn, `SELECT pg_switch_wal()`)
 		exec(t, conn, `CHECKPOINT`)
 	}
 	var status string
-	if err := conn.QueryRow(context.Background(), `SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&status); err != nil || status != "lost" {
+	if err := conn.QueryRow(ctx, `SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&status); err != nil || status != "lost" {
 		t.Fatalf("wal_status = %q, %v; the test needs a lost slot", status, err)
 	}
+
+	// Capture's preflight sees wal_status first, but a slot invalidated
+	// between preflight and START_REPLICATION is told by the server's answer.
+	checkStartReplicationRefused(t, srv, conn)
+
 	start := time.Now()
 	err := runOnce(t, srv.DSN("postgres"), b.URL(), topic, false)
-	var se *pg2broker.SlotError
-	if !errors.As(err, &se) || !pg2broker.IsFatal(err) {
+	if !isFatalSlotError(err) {
 		t.Fatalf("Run = %v, want a fatal SlotError", err)
 	}
 	if time.Since(start) > 20*time.Second {
 		t.Fatalf("refusal took %s", time.Since(start))
+	}
+}
+
+// checkStartReplicationRefused starts replication from slot pgtandem_src,
+// which is gone or invalidated, and checks that the server's answer is
+// recognised as a fatal SlotError.
+func checkStartReplicationRefused(t *testing.T, srv *pglocal.Server, conn *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	repl, err := pgconn.Connect(ctx, srv.DSN("postgres")+"&replication=database")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repl.Close(ctx)
+	startErr := pglogrepl.StartReplication(ctx, repl, "pgtandem_src", 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names 'pgtandem'"}})
+	if startErr == nil {
+		t.Fatal("START_REPLICATION succeeded")
+	}
+	err = pg2broker.ClassifySlotError(ctx, conn, srv.Major, "pgtandem_src", startErr)
+	t.Logf("START_REPLICATION: %v; classified as: %v", startErr, err)
+	if !isFatalSlotError(err) {
+		t.Errorf("START_REPLICATION's answer %q classified as %v, want a fatal SlotError", startErr, err)
+	}
+}
+
+func isFatalSlotError(err error) bool {
+	var se *pg2broker.SlotError
+	return errors.As(err, &se) && pg2broker.IsFatal(err)
+}
+
+// germanMessages sets the server's lc_messages to German. The OS locale
+// must exist (scripts/install-deps.sh generates it), or PostgreSQL would not
+// start; it is checked when a server starts, not under -short.
+func germanMessages(t *testing.T) pgtest.Option {
+	return func(o *pglocal.Options) {
+		out, err := osexec.Command("locale", "-a").Output()
+		if err != nil || !strings.Contains(strings.ToLower(string(out)), "de_de.utf8") {
+			t.Fatalf("the OS locale de_DE.UTF-8 is missing (locale -a: %q, %v): run scripts/install-deps.sh", out, err)
+		}
+		o.Settings["lc_messages"] = "'de_DE.UTF-8'"
+	}
+}
+
+// requireGerman proves the server answers in German, so that a test meant
+// to run without English messages cannot silently run with them.
+func requireGerman(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	_, err := conn.Exec(context.Background(), `SELECT 1/0`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.DivisionByZero {
+		t.Fatalf("SELECT 1/0 = %v, want a division_by_zero error", err)
+	}
+	if pgErr.Message != "Division durch Null" {
+		t.Fatalf("the server's messages are not German: %q (are PostgreSQL's translations installed?)", pgErr.Message)
 	}
 }
 

