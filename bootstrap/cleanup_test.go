@@ -119,7 +119,7 @@ func TestInitSaysWhatToClean(t *testing.T) {
 		_, err = bootstrap.Copy(ctx, cfg, servicetest.Logger())
 		expect(t, err, "copy", true, "created the slot pgtandem_old but stopped before recording it", "keeps the tables it restored")
 
-		state(`UPDATE pgtandem.init_state SET consistent_lsn = $1::pg_lsn`, res.HandoffLSN.String())
+		state(`UPDATE pgtandem.init_state SET consistent_lsn = $1`, res.HandoffLSN)
 		for _, sql := range []string{`INSERT INTO items VALUES (0, 'moved')`, `SELECT pg_replication_slot_advance('pgtandem_old', pg_current_wal_lsn())`} {
 			if _, err := srcConn.Exec(ctx, sql); err != nil {
 				t.Fatal(err)

@@ -35,17 +35,13 @@ func PrepareClone(ctx context.Context, cfg Config) (*ClonePlan, error) {
 		return nil, err
 	}
 	slot := catalog.SlotName(cfg.Source)
-	var lsn string
-	err = src.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&lsn)
+	var at pglogrepl.LSN
+	err = src.QueryRow(ctx, `SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&at)
 	if err != nil {
 		if exists, _ := slotExists(ctx, src, slot); exists {
 			return nil, &SlotExistsError{Slot: slot}
 		}
 		return nil, fmt.Errorf("init: create slot %s: %w", slot, err)
-	}
-	at, err := pglogrepl.ParseLSN(lsn)
-	if err != nil {
-		return nil, err
 	}
 	return &ClonePlan{
 		Slot:    slot,
@@ -58,12 +54,6 @@ func PrepareClone(ctx context.Context, cfg Config) (*ClonePlan, error) {
 			"recovery_target_action = 'promote'",
 		},
 	}, nil
-}
-
-func slotExists(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
-	var exists bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists)
-	return exists, err
 }
 
 // FinishClone is clone mode's last step, run on the promoted (and, for a

@@ -2,6 +2,7 @@ package bootstrap_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 // TestCloneHandoff builds the target the way large upgrades do: a physical
@@ -38,7 +40,7 @@ func TestCloneHandoff(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pg_basebackup: %v\n%s", err, out)
 	}
-	time.Sleep(500 * time.Millisecond) // changes after the copy, before the slot
+	waitLoadCommit(t, src) // changes after the copy, before the slot
 	topic := "persistent://public/default/clone"
 	cfg := bootstrap.Config{Source: "old", SourceDSN: src.DSN("postgres"), Topic: topic, Jobs: 2}
 	plan, err := bootstrap.PrepareClone(ctx, cfg)
@@ -65,21 +67,20 @@ func TestCloneHandoff(t *testing.T) {
 		_ = clone.Remove(context.Background())
 	})
 	cloneConn := pgtest.Connect(t, clone, "postgres")
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testwait.For(t, time.Minute, "the clone promoted at the recovery target", func() error {
 		var inRecovery bool
-		if err := cloneConn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err == nil && !inRecovery {
-			break
+		if err := cloneConn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the clone did not promote at the recovery target within a minute")
+		if inRecovery {
+			return errors.New("still in recovery")
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	cfg.TargetDSN = clone.DSN("postgres")
 	if err := bootstrap.FinishClone(ctx, cfg, plan.SlotLSN); err != nil {
 		t.Fatal(err)
 	}
 
-	streamAndVerify(t, src, clone, b.URL(), topic, time.Second, stopLoad)
+	streamAndVerify(t, src, clone, b.URL(), topic, stopLoad)
 }

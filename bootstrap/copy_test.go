@@ -9,12 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/pgtandem/pgtandem/bootstrap"
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 	"github.com/pgtandem/pgtandem/verify"
 )
 
@@ -83,7 +86,7 @@ func testCopyThenStream(t *testing.T, major int) {
 		t.Fatalf("second init: %+v, %v; want AlreadyDone at %s", again, err, res.HandoffLSN)
 	}
 
-	streamAndVerify(t, src, dst, b.URL(), topic, 2*time.Second, stopLoad)
+	streamAndVerify(t, src, dst, b.URL(), topic, stopLoad)
 	// The sequence continues where the source's was at the snapshot or later.
 	var srcSeq, dstSeq int64
 	_ = pgtest.Connect(t, src, "postgres").QueryRow(ctx, `SELECT last_value FROM accounts_id_seq`).Scan(&srcSeq)
@@ -94,13 +97,29 @@ func testCopyThenStream(t *testing.T, major int) {
 }
 
 // streamAndVerify runs capture and apply from the handoff while the load
-// goes on for a while, stops the load, waits for a marker row, stops both
+// goes on, until the target has applied what the source held when they
+// started; then it stops the load, waits for a marker row, stops both
 // services cleanly and requires verify to find source and target equal.
-func streamAndVerify(t *testing.T, src, dst *pglocal.Server, url, topic string, underLoad time.Duration, stopLoad func()) {
+func streamAndVerify(t *testing.T, src, dst *pglocal.Server, url, topic string, stopLoad func()) {
 	t.Helper()
+	ctx := context.Background()
+	srcConn, dstConn := pgtest.Connect(t, src, "postgres"), pgtest.Connect(t, dst, "postgres")
+	var started pglogrepl.LSN
+	if err := srcConn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&started); err != nil {
+		t.Fatal(err)
+	}
 	_, stopCapture := servicetest.Capture(t, src, "old", url, topic)
 	_, stopApply := servicetest.Apply(t, dst, "old", "new", url, topic, func(c *broker2pg.Config) { c.SourceDSN = src.DSN("postgres") })
-	time.Sleep(underLoad)
+	testwait.For(t, 2*time.Minute, "the target applying the load past "+started.String(), func() error {
+		var applied pglogrepl.LSN
+		if err := dstConn.QueryRow(ctx, `SELECT commit_lsn FROM pgtandem.apply_progress WHERE source_cluster = 'old'`).Scan(&applied); err != nil {
+			return err
+		}
+		if applied < started {
+			return fmt.Errorf("applied up to %s", applied)
+		}
+		return nil
+	})
 	stopLoad()
 	waitMarker(t, src, dst)
 	if err := stopApply(); err != nil {
@@ -150,17 +169,38 @@ func waitMarker(t *testing.T, src, dst *pglocal.Server) {
 		t.Fatal(err)
 	}
 	conn := pgtest.Connect(t, dst, "postgres")
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	testwait.For(t, 2*time.Minute, "the marker row on the target", func() error {
 		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM marker`).Scan(&n); err == nil && n == 1 {
-			return
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM marker`).Scan(&n); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("marker row did not reach the target within 2 minutes")
+		if n != 1 {
+			return fmt.Errorf("%d marker rows", n)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+}
+
+// waitLoadCommit waits until load commits a round on srv after the call:
+// changes that come after whatever the test did before.
+func waitLoadCommit(t *testing.T, srv *pglocal.Server) {
+	t.Helper()
+	ctx := context.Background()
+	conn := pgtest.Connect(t, srv, "postgres")
+	var before int64
+	if err := conn.QueryRow(ctx, `SELECT max(id) FROM accounts`).Scan(&before); err != nil {
+		t.Fatal(err)
 	}
+	testwait.For(t, time.Minute, "a load round committed", func() error {
+		var last int64
+		if err := conn.QueryRow(ctx, `SELECT max(id) FROM accounts`).Scan(&last); err != nil {
+			return err
+		}
+		if last <= before {
+			return fmt.Errorf("accounts ends at id %d, as before", last)
+		}
+		return nil
+	})
 }
 
 // TestCopyIntoExistingSchema: with --schema existing init copies the rows
@@ -221,5 +261,5 @@ func TestCopyIntoExistingSchema(t *testing.T) {
 	if res.HandoffLSN == 0 {
 		t.Fatalf("init result: %+v", res)
 	}
-	streamAndVerify(t, src, dst, b.URL(), topic, time.Second, stopLoad)
+	streamAndVerify(t, src, dst, b.URL(), topic, stopLoad)
 }

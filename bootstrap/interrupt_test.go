@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -93,7 +92,7 @@ func TestResumeInterruptedCopy(t *testing.T) {
 	}
 	accountsBefore := xminSum(t, dstConn, "accounts")
 
-	time.Sleep(300 * time.Millisecond) // changes between the two snapshots
+	waitLoadCommit(t, src) // changes between the two snapshots
 	cfg.Progress = nil
 	res, err := bootstrap.Copy(ctx, cfg, servicetest.Logger())
 	if err != nil {
@@ -115,7 +114,7 @@ func TestResumeInterruptedCopy(t *testing.T) {
 		t.Fatalf("accounts was copied again: its rows' xmin changed from %s to %s", accountsBefore, after)
 	}
 	var handoffs []string
-	rows, _ := dstConn.Query(ctx, `SELECT table_name FROM pgtandem.table_handoff WHERE source_cluster = 'old' AND after_lsn >= $1::pg_lsn ORDER BY 1`, res.HandoffLSN.String())
+	rows, _ := dstConn.Query(ctx, `SELECT table_name FROM pgtandem.table_handoff WHERE source_cluster = 'old' AND after_lsn >= $1 ORDER BY 1`, res.HandoffLSN)
 	handoffs, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil || !slices.Contains(handoffs, "shard") || !slices.Contains(handoffs, "journal") || slices.Contains(handoffs, "accounts") || slices.Contains(handoffs, "shard_big") {
 		t.Fatalf("per-table handoffs %v (%v): want shard (by its root) and journal, not accounts", handoffs, err)
@@ -126,7 +125,7 @@ func TestResumeInterruptedCopy(t *testing.T) {
 		t.Fatalf("init after a finished one: %+v, %v; want AlreadyDone at %s", again, err, res.HandoffLSN)
 	}
 
-	streamAndVerify(t, src, dst, b.URL(), topic, 2*time.Second, func() { stopShardLoad(); stopLoad() })
+	streamAndVerify(t, src, dst, b.URL(), topic, func() { stopShardLoad(); stopLoad() })
 }
 
 // shardLoad writes to shard until stopped, moving rows between its

@@ -3,11 +3,15 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // dumpTools are a pg_dump and the pg_restore beside it.
@@ -67,4 +71,32 @@ func findDumpTools(ctx context.Context, named string, sourceMajor int) (dumpTool
 		return dumpTools{pgDump: path, pgRestore: restore, major: major}, nil
 	}
 	return dumpTools{}, &ToolsNotFoundError{SourceMajor: sourceMajor, Searched: candidates}
+}
+
+var keywordPassword = regexp.MustCompile(`(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+
+// runTool runs pg_dump or pg_restore against dsn, the password handed over
+// in PGPASSWORD rather than on a command line every user can read.
+func runTool(ctx context.Context, tool, dsn string, args ...string) error {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	conn := dsn
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		q := u.Query()
+		q.Del("password")
+		u.RawQuery = q.Encode()
+		conn = u.String()
+	} else {
+		conn = keywordPassword.ReplaceAllString(dsn, "")
+	}
+	cmd := exec.CommandContext(ctx, tool, append([]string{"--dbname=" + conn}, args...)...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+cfg.Password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", tool, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

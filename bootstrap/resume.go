@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // InterruptedError reports a copy that stopped (an error, Ctrl-C) after the
@@ -95,17 +94,15 @@ func readSlotState(ctx context.Context, conn *pgx.Conn, slot string, major int) 
 		lost = "coalesce(wal_status = 'lost', false)"
 	}
 	var s slotState
-	var confirmed string
-	err := conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn::text, '0/0'), active, `+lost+` FROM pg_replication_slots WHERE slot_name = $1`, slot).
-		Scan(&confirmed, &s.active, &s.lost)
+	err := conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, '0/0'), active, `+lost+` FROM pg_replication_slots WHERE slot_name = $1`, slot).
+		Scan(&s.confirmed, &s.active, &s.lost)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("init: read slot %s: %w", slot, err)
 	}
-	s.confirmed, err = pglogrepl.ParseLSN(confirmed)
-	return &s, err
+	return &s, nil
 }
 
 // resumable reads what an earlier init left and decides how this one goes
@@ -295,7 +292,7 @@ func (r *run) cleanup(ctx context.Context, phase, reason string, cause error) er
 	}
 	steps = append(steps,
 		fmt.Sprintf("on %s, connected to another database: DROP DATABASE %s; CREATE DATABASE %s OWNER %s (copy mode needs it empty; this also removes pgtandem.init_state)",
-			targetName(r.cfg.Target), quoteIdent(db), quoteIdent(db), quoteIdent(owner)),
+			targetName(r.cfg.Target), pgx.Identifier{db}.Sanitize(), pgx.Identifier{db}.Sanitize(), pgx.Identifier{owner}.Sanitize()),
 		"run `"+initCommand(r.cfg.Source, r.cfg.Target)+"` again")
 	return &CleanupError{Source: r.cfg.Source, Phase: phase, Reason: reason, Steps: steps, Err: cause}
 }
@@ -309,33 +306,6 @@ func targetName(target string) string {
 		return "the target"
 	}
 	return target
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// copyUnit is what is copied in one snapshot and handed off at one LSN: a
-// table, or all partitions of a partitioned table when the publication
-// names their changes by the root (publish_via_partition_root), as a change
-// of the root does not tell which partition its row is in.
-type copyUnit struct {
-	schema, name string // as events name it
-	tables       []sourceTable
-}
-
-func groupUnits(tables []sourceTable) []copyUnit {
-	var units []copyUnit
-	index := map[[2]string]int{}
-	for _, t := range tables {
-		key := [2]string{t.unitSchema, t.unitName}
-		i, ok := index[key]
-		if !ok {
-			i = len(units)
-			index[key] = i
-			units = append(units, copyUnit{schema: t.unitSchema, name: t.unitName})
-		}
-		units[i].tables = append(units[i].tables, t)
-	}
-	return units
 }
 
 // keptUnit is a unit an earlier run copied completely.
@@ -410,7 +380,7 @@ func truncateUnits(ctx context.Context, conn *pgx.Conn, source string, units []c
 			b.Queue(`DELETE FROM pgtandem.init_tables WHERE source_cluster = $1 AND schema_name = $2 AND table_name = $3`, source, t.schema, t.name)
 		}
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
@@ -423,21 +393,4 @@ func truncateUnits(ctx context.Context, conn *pgx.Conn, source string, units []c
 		return fmt.Errorf("init: forget the partly copied tables in pgtandem.init_tables: %w", err)
 	}
 	return tx.Commit(ctx)
-}
-
-// tableHandoffs lists the units copied in a later snapshot than the slot's:
-// their changes up to that snapshot are in their copy and must be skipped.
-func tableHandoffs(consistent pglogrepl.LSN, units map[[2]string]pglogrepl.LSN) []catalog.TableHandoff {
-	var out []catalog.TableHandoff
-	for key, snapshot := range units {
-		if snapshot != consistent {
-			// The snapshot holds what committed before its slot's
-			// consistent point, as for the handoff itself.
-			out = append(out, catalog.TableHandoff{Schema: key[0], Table: key[1], After: snapshot - 1})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].Schema < out[j].Schema || out[i].Schema == out[j].Schema && out[i].Table < out[j].Table
-	})
-	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -53,20 +54,14 @@ type initState struct {
 // (a fresh target, or one initialised by a pgtandem without init_state).
 func readState(ctx context.Context, conn *pgx.Conn, source string) (*initState, error) {
 	var s initState
-	var consistent *string
-	err := conn.QueryRow(ctx, `SELECT phase, schema_mode, source_system, slot_name, consistent_lsn::text, updated_at
-		FROM pgtandem.init_state WHERE source_cluster = $1`, source).Scan(&s.phase, &s.mode, &s.sourceSystem, &s.slot, &consistent, &s.updated)
+	err := conn.QueryRow(ctx, `SELECT phase, schema_mode, source_system, slot_name, coalesce(consistent_lsn, '0/0'), updated_at
+		FROM pgtandem.init_state WHERE source_cluster = $1`, source).Scan(&s.phase, &s.mode, &s.sourceSystem, &s.slot, &s.consistent, &s.updated)
 	var pgErr *pgconn.PgError
-	if errors.Is(err, pgx.ErrNoRows) || errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+	if errors.Is(err, pgx.ErrNoRows) || errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("init: read pgtandem.init_state on the target: %w", err)
-	}
-	if consistent != nil {
-		if s.consistent, err = pglogrepl.ParseLSN(*consistent); err != nil {
-			return nil, err
-		}
 	}
 	return &s, nil
 }
@@ -97,8 +92,8 @@ func (s *initState) setPhase(ctx context.Context, conn *pgx.Conn, source, phase 
 
 // recordSlot records the consistent point of the slot just created.
 func (s *initState) recordSlot(ctx context.Context, conn *pgx.Conn, source string, consistent pglogrepl.LSN) error {
-	_, err := conn.Exec(ctx, `UPDATE pgtandem.init_state SET consistent_lsn = $2::pg_lsn, updated_at = now() WHERE source_cluster = $1`,
-		source, consistent.String())
+	_, err := conn.Exec(ctx, `UPDATE pgtandem.init_state SET consistent_lsn = $2, updated_at = now() WHERE source_cluster = $1`,
+		source, consistent)
 	if err != nil {
 		return fmt.Errorf("init: record the slot's consistent point %s in pgtandem.init_state: %w", consistent, err)
 	}
@@ -117,21 +112,16 @@ type copiedPart struct {
 }
 
 func readCopied(ctx context.Context, conn *pgx.Conn, source string) ([]copiedPart, error) {
-	rows, err := conn.Query(ctx, `SELECT schema_name, table_name, part, parts, snapshot_lsn::text, rows, bytes, seconds
+	rows, err := conn.Query(ctx, `SELECT schema_name, table_name, part, parts, snapshot_lsn, rows, bytes, seconds
 		FROM pgtandem.init_tables WHERE source_cluster = $1`, source)
 	if err != nil {
 		return nil, fmt.Errorf("init: read pgtandem.init_tables on the target: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (copiedPart, error) {
 		var c copiedPart
-		var snapshot string
 		var seconds float64
-		if err := r.Scan(&c.schema, &c.table, &c.part, &c.parts, &snapshot, &c.rows, &c.bytes, &seconds); err != nil {
-			return c, err
-		}
+		err := r.Scan(&c.schema, &c.table, &c.part, &c.parts, &c.snapshot, &c.rows, &c.bytes, &seconds)
 		c.took = time.Duration(seconds * float64(time.Second))
-		var err error
-		c.snapshot, err = pglogrepl.ParseLSN(snapshot)
 		return c, err
 	})
 	if err != nil {
@@ -142,7 +132,7 @@ func readCopied(ctx context.Context, conn *pgx.Conn, source string) ([]copiedPar
 
 // recordPartSQL is sent in the target transaction that copied the part.
 const recordPartSQL = `INSERT INTO pgtandem.init_tables (source_cluster, schema_name, table_name, part, parts, snapshot_lsn, rows, bytes, seconds)
-	VALUES ($1, $2, $3, $4, $5, $6::pg_lsn, $7, $8, $9)`
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
 
 // lockInit makes sure no other init of source into this target runs: two
 // would copy the same tables. The lock ends with the session, also when the
@@ -155,7 +145,7 @@ func lockInit(ctx context.Context, conn *pgx.Conn, source string) error {
 	b.Queue(`RESET lock_timeout`)
 	err := conn.SendBatch(ctx, b).Close()
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 		return fmt.Errorf("init: another pgtandem init of %s into this target is running (it holds the advisory lock pgtandem init/%s): wait for it to end, or stop it", source, source)
 	}
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 func newAdmin(t *testing.T, b *brokertest.Broker, token string) pulsaradmin.Client {
@@ -23,6 +24,19 @@ func newAdmin(t *testing.T, b *brokertest.Broker, token string) pulsaradmin.Clie
 		t.Fatal(err)
 	}
 	return a
+}
+
+// onePublisher tells whether topic has exactly one producer attached, as
+// after a producer's reconnect.
+func onePublisher(a pulsaradmin.Client, topic *utils.TopicName) error {
+	st, err := a.Topics().GetStats(*topic)
+	if err != nil {
+		return err
+	}
+	if len(st.Publishers) != 1 {
+		return fmt.Errorf("%d producers attached", len(st.Publishers))
+	}
+	return nil
 }
 
 func TestAdminWithPulsaradmin(t *testing.T) {
@@ -165,10 +179,7 @@ func TestUnloadClosesClientsFromTheBroker(t *testing.T) {
 		// pulsar-client-go v0.19.0 has a data race between a producer's
 		// reconnect and a send issued meanwhile; wait for the reconnect so
 		// that -race judges the broker, not the client.
-		eventually(t, 10*time.Second, "the producer to reconnect", func() bool {
-			st, err := a.Topics().GetStats(*topic)
-			return err == nil && len(st.Publishers) == 1
-		})
+		testwait.For(t, 10*time.Second, "the producer to reconnect", func() error { return onePublisher(a, topic) })
 		sendN(t, p, 5+i, 1)
 	}
 	// A message the client had already handed towards the application when

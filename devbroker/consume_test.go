@@ -2,7 +2,9 @@ package devbroker_test
 
 import (
 	"context"
-	"sort"
+	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 // activeListener records failover notifications.
@@ -52,7 +55,12 @@ func TestFailoverStandbyTakesOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "failover", SubscriptionName: "s", Type: pulsar.Failover, EventListener: &lb})
-	eventually(t, 10*time.Second, "first consumer active, second told it is not", func() bool { return la.isActive() && lb.notified() && !lb.isActive() })
+	testwait.For(t, 10*time.Second, "first consumer active, second told it is not", func() error {
+		if !la.isActive() || !lb.notified() || lb.isActive() {
+			return fmt.Errorf("first active %v, second notified %v and active %v", la.isActive(), lb.notified(), lb.isActive())
+		}
+		return nil
+	})
 
 	p := newProducer(t, c, pulsar.ProducerOptions{Topic: "failover"})
 	sendN(t, p, 0, 10)
@@ -63,7 +71,12 @@ func TestFailoverStandbyTakesOver(t *testing.T) {
 	expectNothing(t, second, 200*time.Millisecond)
 	first.Close()
 
-	eventually(t, 10*time.Second, "second consumer active", lb.isActive)
+	testwait.For(t, 10*time.Second, "second consumer active", func() error {
+		if !lb.isActive() {
+			return errors.New("not active")
+		}
+		return nil
+	})
 	equalStrings(t, receiveN(t, second, 7, true), payloads(3, 7))
 }
 
@@ -98,9 +111,9 @@ func TestSharedSubscriptionSpreadsMessages(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	sort.Strings(got)
+	slices.Sort(got)
 	want := payloads(0, 100)
-	sort.Strings(want)
+	slices.Sort(want)
 	equalStrings(t, got, want)
 	if counts[0] == 0 || counts[1] == 0 {
 		t.Fatalf("one shared consumer got nothing: %v", counts)
@@ -225,7 +238,12 @@ func TestSeekByMessageIDAndTime(t *testing.T) {
 	// Publish times have millisecond resolution: start the second half
 	// strictly after the first.
 	middle := time.Now().Add(time.Millisecond)
-	eventually(t, time.Second, "the clock to pass the middle", func() bool { return time.Now().After(middle) })
+	testwait.For(t, time.Second, "the clock to pass the middle", func() error {
+		if !time.Now().After(middle) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	sendN(t, p, 5, 5)
 	equalStrings(t, receiveN(t, cons, 10, true), payloads(0, 10))
 

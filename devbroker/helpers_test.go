@@ -3,6 +3,7 @@ package devbroker_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,18 +97,6 @@ func expectNothing(t testing.TB, c pulsar.Consumer, d time.Duration) {
 	}
 }
 
-// eventually polls cond until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func payloads(from, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -118,12 +107,7 @@ func payloads(from, n int) []string {
 
 func equalStrings(t testing.TB, got, want []string) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("got %d messages, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if got[i] != want[i] {
-			t.Fatalf("message %d is %q, want %q", i, got[i], want[i])
-		}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got messages %q, want %q", got, want)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pgtandem/pgtandem/devbroker"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 // childEnv switches the test binary into running a broker, so that a test
@@ -169,10 +170,7 @@ func TestRestartKeepsDataAndCursors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the producer to reconnect", func() bool {
-		st, err := a.Topics().GetStats(*topic)
-		return err == nil && len(st.Publishers) == 1
-	})
+	testwait.For(t, 10*time.Second, "the producer to reconnect", func() error { return onePublisher(a, topic) })
 	sendN(t, p, 10, 2)
 	again := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "restart", SubscriptionName: "s"})
 	equalStrings(t, receiveN(t, again, 8, true), payloads(4, 8))
@@ -280,10 +278,13 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 			}
 		}
 	}()
-	eventually(t, 30*time.Second, "20000 acknowledged sends and 1000 acknowledged receipts", func() bool {
+	testwait.For(t, 30*time.Second, "20000 acknowledged sends and 1000 acknowledged receipts", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(sent) >= 20000 && len(acked) >= 1000
+		if len(sent) < 20000 || len(acked) < 1000 {
+			return fmt.Errorf("%d sends and %d receipts acknowledged", len(sent), len(acked))
+		}
+		return nil
 	})
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 // TestApplySurvivesKill9 kills the broker2pg process 20 times at random
@@ -60,20 +61,16 @@ func TestApplySurvivesKill9(t *testing.T) {
 	if _, err := srcConn.Exec(context.Background(), `INSERT INTO marker VALUES (1)`); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	testwait.For(t, 3*time.Minute, "the apply catching up to the marker row", func() error {
 		var done bool
 		if err := dstConn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM marker)`).Scan(&done); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if done {
-			break
+		if !done {
+			return errNotYet
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the apply did not catch up within 3 minutes")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := eventtest.SameRows(srcConn, dstConn, "load"); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package tests
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 // TestBrokerServe runs `pgtandem broker serve` as users do: pulsar-client-go
@@ -101,15 +102,11 @@ func freeAddr(t *testing.T) string {
 
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
-	for i := 0; ; i++ {
+	testwait.For(t, 30*time.Second, "broker listening on "+addr, func() error {
 		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
+		if err != nil {
+			return err
 		}
-		if i > 300 {
-			t.Fatal(fmt.Errorf("nothing listens on %s: %w", addr, err))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return c.Close()
+	})
 }

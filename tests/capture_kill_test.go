@@ -161,6 +161,13 @@ func writeLoadTxn(conn *pgx.Conn, n int) (int, error) {
 	}
 }
 
+// committed counts the transactions the load committed so far.
+func (l *load) committed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.rowsOf)
+}
+
 func (l *load) stop(t *testing.T) map[int]int {
 	t.Helper()
 	l.cancel()

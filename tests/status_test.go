@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 type statusJSON struct {
@@ -79,18 +81,22 @@ func TestStatusShowsProgressAndBlocked(t *testing.T) {
 
 func waitStatus(t *testing.T, env []string, what string, ok func(statusJSON) bool) statusJSON {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	var st statusJSON
+	testwait.For(t, time.Minute, "status showing "+what, func() error {
 		cmd := exec.Command(pgtandemBin, "status", "--json")
 		cmd.Env = env
 		out, err := cmd.Output()
-		var st statusJSON
-		if jsonErr := json.Unmarshal(out, &st); err == nil && jsonErr == nil && ok(st) {
-			return st
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status never showed %s: %v %s", what, err, out)
+		st = statusJSON{}
+		if err := json.Unmarshal(out, &st); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		if !ok(st) {
+			return fmt.Errorf("%w: %s", errNotYet, out)
+		}
+		return nil
+	})
+	return st
 }

@@ -3,13 +3,11 @@ package verify
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/pgtandem/pgtandem/event"
 )
 
 // compareByKey hashes the table in one scan per side, grouped into chunks
@@ -19,9 +17,9 @@ import (
 func (c *comparer) compareByKey(ctx context.Context, src, dst *table, res *TableResult) error {
 	var keyText []string
 	for _, k := range src.Key {
-		keyText = append(keyText, event.QuoteIdent(k)+"::text")
+		keyText = append(keyText, pgx.Identifier{k}.Sanitize()+"::text")
 	}
-	first := event.QuoteIdent(src.Key[0])
+	first := pgx.Identifier{src.Key[0]}.Sanitize()
 	firstType, _ := src.columnType(src.Key[0])
 	bounds, err := c.boundaries(ctx, src, first)
 	if err != nil {
@@ -129,16 +127,8 @@ func (c *comparer) boundaries(ctx context.Context, t *table, first string) ([]st
 	if err != nil {
 		return nil, fmt.Errorf("read chunk boundaries: %w", err)
 	}
-	defer rows.Close()
-	bounds := []string{}
-	for rows.Next() {
-		var b string
-		if err := rows.Scan(&b); err != nil {
-			return nil, err
-		}
-		bounds = append(bounds, b)
-	}
-	if err := rows.Err(); err != nil {
+	bounds, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		return nil, fmt.Errorf("read chunk boundaries: %w", err)
 	}
 	return bounds, nil
@@ -178,7 +168,7 @@ func (c *comparer) narrowByKey(ctx context.Context, t *table, keys, hash, pred s
 			diffs = append(diffs, RowDiff{Key: k, Issue: "only on target"})
 		}
 	}
-	sort.Slice(diffs, func(i, j int) bool { return diffs[i].Key < diffs[j].Key })
+	slices.SortFunc(diffs, compareRowDiffs)
 	for _, d := range diffs {
 		res.addDiff(d, c.cfg.MaxRowDiffs)
 	}
@@ -219,7 +209,7 @@ func (c *comparer) narrowBucket(ctx context.Context, src, dst *table, bucket str
 	var cols []string
 	for _, col := range src.Columns {
 		if _, ok := dst.columnType(col.Name); ok {
-			cols = append(cols, event.QuoteIdent(col.Name))
+			cols = append(cols, pgx.Identifier{col.Name}.Sanitize())
 		}
 	}
 	var sides [2]map[string]int
@@ -250,12 +240,14 @@ func (c *comparer) narrowBucket(ctx context.Context, src, dst *table, bucket str
 			diffs = append(diffs, RowDiff{Key: truncate(r), Issue: fmt.Sprintf("%d on source, %d on target", n, m)})
 		}
 	}
-	sort.Slice(diffs, func(i, j int) bool { return diffs[i].Key < diffs[j].Key })
+	slices.SortFunc(diffs, compareRowDiffs)
 	for _, d := range diffs {
 		res.addDiff(d, c.cfg.MaxRowDiffs)
 	}
 	return nil
 }
+
+func compareRowDiffs(a, b RowDiff) int { return strings.Compare(a.Key, b.Key) }
 
 func truncate(s string) string {
 	if len(s) > 200 {

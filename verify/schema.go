@@ -3,13 +3,12 @@ package verify
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/pgtandem/pgtandem/event"
 )
 
 // table is one table as a server describes it.
@@ -25,18 +24,17 @@ type column struct {
 }
 
 func (t *table) qualified() string {
-	return event.QuoteIdent(t.Schema) + "." + event.QuoteIdent(t.Name)
+	return pgx.Identifier{t.Schema, t.Name}.Sanitize()
 }
 
 func (t *table) id() string { return t.Schema + "." + t.Name }
 
 func (t *table) columnType(name string) (string, bool) {
-	for _, c := range t.Columns {
-		if c.Name == name {
-			return c.Type, true
-		}
+	i := slices.IndexFunc(t.Columns, func(c column) bool { return c.Name == name })
+	if i < 0 {
+		return "", false
 	}
-	return "", false
+	return t.Columns[i].Type, true
 }
 
 // catalog is the schema of one database, as far as verify compares it.
@@ -124,12 +122,7 @@ func compareSchemas(src, dst *catalog, only map[string]bool) ([]SchemaDiff, []*t
 	var diffs []SchemaDiff
 	var both []*table
 	var targets []*table
-	ids := make([]string, 0, len(src.tables))
-	for id := range src.tables {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(src.tables)) {
 		if len(only) > 0 && !only[id] {
 			continue
 		}
@@ -147,7 +140,7 @@ func compareSchemas(src, dst *catalog, only map[string]bool) ([]SchemaDiff, []*t
 				diffs = append(diffs, SchemaDiff{Object: "column " + id + "." + c.Name, Issue: fmt.Sprintf("type %s on source, %s on target", c.Type, typ)})
 			}
 		}
-		if strings.Join(s.Key, ",") != strings.Join(d.Key, ",") {
+		if !slices.Equal(s.Key, d.Key) {
 			diffs = append(diffs, SchemaDiff{Object: "table " + id, Issue: fmt.Sprintf("primary key (%s) on source, (%s) on target", strings.Join(s.Key, ", "), strings.Join(d.Key, ", "))})
 		}
 		both = append(both, s)
@@ -166,6 +159,6 @@ func compareSchemas(src, dst *catalog, only map[string]bool) ([]SchemaDiff, []*t
 			diffs = append(diffs, SchemaDiff{Object: "sequence " + id, Issue: fmt.Sprintf("type %s on source, %s on target", typ, dtyp)})
 		}
 	}
-	sort.Slice(diffs, func(i, j int) bool { return diffs[i].Object < diffs[j].Object })
+	slices.SortFunc(diffs, func(a, b SchemaDiff) int { return strings.Compare(a.Object, b.Object) })
 	return diffs, both, targets
 }

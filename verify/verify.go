@@ -22,7 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,8 +31,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/pgtandem/pgtandem/event"
 )
 
 // Config says what to compare.
@@ -286,7 +284,7 @@ func rowExpr(src, dst *table) string {
 			typ = ""
 		}
 		// NULL gets a value of its own per column.
-		parts = append(parts, "coalesce("+columnHash(event.QuoteIdent(col.Name), typ, seed)+", -"+seed+")")
+		parts = append(parts, "coalesce("+columnHash(pgx.Identifier{col.Name}.Sanitize(), typ, seed)+", -"+seed+")")
 	}
 	if len(parts) == 0 {
 		return "0::bigint"
@@ -326,7 +324,7 @@ func columnHash(name, formatted, seed string) string {
 
 func (c *comparer) compareTable(ctx context.Context, src, dst *table, res *TableResult) error {
 	var err error
-	if len(src.Key) > 0 && strings.Join(src.Key, ",") == strings.Join(dst.Key, ",") {
+	if len(src.Key) > 0 && slices.Equal(src.Key, dst.Key) {
 		err = c.compareByKey(ctx, src, dst, res)
 	} else {
 		err = c.compareByBuckets(ctx, src, dst, res)
@@ -335,7 +333,7 @@ func (c *comparer) compareTable(ctx context.Context, src, dst *table, res *Table
 		return fmt.Errorf("verify table %s: %w", src.id(), err)
 	}
 	// Chunks finish in any order; list their rows in key order.
-	sort.Slice(res.Rows, func(i, j int) bool { return res.Rows[i].Key < res.Rows[j].Key })
+	slices.SortFunc(res.Rows, compareRowDiffs)
 	res.Status = StatusEqual
 	if res.DiffChunks > 0 || res.SourceRows != res.TargetRows {
 		res.Status = StatusDifferent

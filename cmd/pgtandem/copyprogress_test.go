@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
 // copyState is a copy 10 seconds in: one table done, one being copied
@@ -73,9 +76,9 @@ func TestProgressText(t *testing.T) {
 // lines written meanwhile come out whole.
 func TestCopyBars(t *testing.T) {
 	start := time.Now().Add(-10 * time.Second)
-	var out bytes.Buffer
-	b := newCopyBars(&out, "init copy", time.Now, mpb.WithWidth(160), mpb.WithAutoRefresh(), mpb.WithRefreshRate(10*time.Millisecond))
-	logs := &aboveBars{p: b.p, after: &out}
+	out := &lockedBuffer{}
+	b := newCopyBars(out, "init copy", time.Now, mpb.WithWidth(160), mpb.WithAutoRefresh(), mpb.WithRefreshRate(10*time.Millisecond))
+	logs := &aboveBars{p: b.p, after: out}
 	p := copyState(start)
 	b.update(p)
 	if _, ok := b.bars["public.busy"]; !ok || len(b.bars) != 1 {
@@ -84,7 +87,15 @@ func TestCopyBars(t *testing.T) {
 	if _, err := logs.Write([]byte("level=INFO msg=copied table=public.done\n")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	testwait.For(t, 10*time.Second, "the bars and the log line drawn", func() error {
+		text := out.String()
+		for _, want := range []string{"public.busy", "2,000 of ~8,000 rows", "1 of 3 tables done", "level=INFO msg=copied table=public.done\n"} {
+			if !strings.Contains(text, want) {
+				return fmt.Errorf("no %q yet in %q", want, text)
+			}
+		}
+		return nil
+	})
 	p.Tables[1].Done, p.Tables[1].Rows = true, 8000
 	p.Tables[2].Started, p.Tables[2].Done = time.Now(), true
 	p.Bytes = p.TotalBytes
@@ -105,4 +116,23 @@ func TestCopyBars(t *testing.T) {
 	if strings.Contains(text, "public.waiting [") {
 		t.Errorf("a bar was drawn for a table that never ran while shown:\n%q", text)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that mpb's goroutines write while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -3,9 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -76,7 +77,7 @@ func loadConfig(cf configFlags, flags *pflag.FlagSet, environ []string) (config.
 		}
 		envKeys[key] = value
 	}
-	for _, key := range sortedKeys(envKeys) {
+	for _, key := range slices.Sorted(maps.Keys(envKeys)) {
 		v.Set(key, envKeys[key])
 	}
 
@@ -148,15 +149,6 @@ func lookupEnv(environ []string, name string) string {
 		}
 	}
 	return ""
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // redactSet hides the value of a malformed --set argument: it may be a DSN.

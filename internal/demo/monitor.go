@@ -2,21 +2,24 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/pgtandem/pgtandem/bootstrap"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/logging"
 )
 
-// sampleInterval is how often lag and throughput are measured and the
-// status block redrawn.
+// sampleInterval is how often lag and throughput are measured.
 const sampleInterval = 500 * time.Millisecond
 
 // Phase is the stage of the rehearsal a sample was taken in.
@@ -52,26 +55,40 @@ type Sample struct {
 // the terminal (or a plain line every few seconds elsewhere). Its one
 // goroutine is started by startMonitor and ended by stop.
 type monitor struct {
-	out       io.Writer
-	terminal  bool
+	out io.Writer
+	// status draws the block on a terminal; nil elsewhere.
+	status    *statusBlock
 	load      *writeLoad
 	started   time.Time
 	targetDSN string
 
-	mu         sync.Mutex
-	phase      Phase
-	copyLine   string
-	samples    []Sample
-	drawnLines int
-	lastPlain  time.Time
+	// mu guards what the status block's decorators read on mpb's
+	// goroutines; it is never held while calling mpb.
+	mu        sync.Mutex
+	phase     Phase
+	copyLine  string
+	samples   []Sample
+	lastPlain time.Time
 
-	quit chan struct{}
-	done chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 func startMonitor(out io.Writer, load *writeLoad, targetDSN string) *monitor {
-	m := &monitor{out: out, terminal: logging.CanRedraw(out), load: load, started: time.Now(), targetDSN: targetDSN,
+	var status *statusBlock
+	if logging.CanRedraw(out) {
+		status = newStatusBlock(out)
+	}
+	return runMonitor(out, status, load, targetDSN)
+}
+
+func runMonitor(out io.Writer, status *statusBlock, load *writeLoad, targetDSN string) *monitor {
+	m := &monitor{out: out, status: status, load: load, started: time.Now(), targetDSN: targetDSN,
 		quit: make(chan struct{}), done: make(chan struct{})}
+	if status != nil {
+		status.text = m.lineText
+	}
 	go m.run()
 	return m
 }
@@ -169,15 +186,14 @@ func (m *monitor) setPhase(p Phase) {
 
 // copyProgress is bootstrap's progress callback.
 func (m *monitor) copyProgress(p bootstrap.CopyProgress) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.copyLine = fmt.Sprintf("copy    %6.1f of ~%.1f MB", float64(p.Bytes)/1e6, float64(p.TotalBytes)/1e6)
+	m.setCopyLine(fmt.Sprintf("copy    %6.1f of ~%.1f MB", float64(p.Bytes)/1e6, float64(p.TotalBytes)/1e6))
 }
 
 func (m *monitor) setCopyLine(s string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.copyLine = s
+	m.mu.Unlock()
+	m.showLines()
 }
 
 // lastLag returns the latest lag measured, false before the first.
@@ -192,13 +208,8 @@ func (m *monitor) lastLag() (time.Duration, bool) {
 
 func (m *monitor) record(s Sample) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.samples = append(m.samples, s)
-	if m.terminal {
-		m.redraw()
-		return
-	}
-	if time.Since(m.lastPlain) >= 5*time.Second {
+	if m.status == nil && time.Since(m.lastPlain) >= 5*time.Second {
 		m.lastPlain = time.Now()
 		var lines []string
 		for _, l := range m.block() {
@@ -206,69 +217,161 @@ func (m *monitor) record(s Sample) {
 		}
 		fmt.Fprintln(m.out, strings.Join(lines, " | "))
 	}
+	m.mu.Unlock()
+	m.showLines()
 }
 
 // step prints a finished step above the status block.
 func (m *monitor) step(format string, args ...any) {
+	line := fmt.Sprintf("  %-7s "+format+"\n", append([]any{fmtDuration(time.Since(m.started))}, args...)...)
+	if m.status != nil {
+		m.status.print(line)
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.clear()
-	fmt.Fprintf(m.out, "  %-7s "+format+"\n", append([]any{fmtDuration(time.Since(m.started))}, args...)...)
-	if m.terminal {
-		m.redraw()
-	}
+	fmt.Fprint(m.out, line)
 }
 
-// block is the status: phase, copy and the latest sample.
-func (m *monitor) block() []string {
-	lines := []string{fmt.Sprintf("phase   %s (%s)", m.phase, fmtDuration(time.Since(m.started)))}
-	if m.copyLine != "" {
-		lines = append(lines, m.copyLine)
-	}
+// statusLine is a line of the status block, in the order they are shown.
+type statusLine int
+
+const (
+	linePhase statusLine = iota
+	lineCopy
+	lineOld
+	lineNew
+	statusLines // how many there are
+)
+
+// lines returns the status, phase, copy and the latest sample, a line ""
+// when it has nothing to say. m.mu must be held.
+func (m *monitor) lines() [statusLines]string {
+	var lines [statusLines]string
+	lines[linePhase] = fmt.Sprintf("phase   %s (%s)", m.phase, fmtDuration(time.Since(m.started)))
+	lines[lineCopy] = m.copyLine
 	if n := len(m.samples); n > 0 {
 		s := m.samples[n-1]
 		txns, rows := m.load.committed()
-		line := fmt.Sprintf("old     %6.0f rows/s written, %d transactions, %d rows", s.WrittenRate, txns, rows)
-		lines = append(lines, line)
+		lines[lineOld] = fmt.Sprintf("old     %6.0f rows/s written, %d transactions, %d rows", s.WrittenRate, txns, rows)
 		if s.HasApplied || s.HasLag {
 			lag := "-"
 			if s.HasLag {
 				lag = fmtDuration(s.Lag)
 			}
-			lines = append(lines, fmt.Sprintf("new     %6.0f rows/s applied, lag %s", s.AppliedRate, lag))
+			lines[lineNew] = fmt.Sprintf("new     %6.0f rows/s applied, lag %s", s.AppliedRate, lag)
 		}
 	}
 	return lines
 }
 
-// redraw replaces the block on the terminal: cursor up over the previous
-// one, clear to the end of the screen, print.
-func (m *monitor) redraw() {
-	m.clear()
-	lines := m.block()
-	fmt.Fprint(m.out, "\x1b[36m"+strings.Join(lines, "\n")+"\x1b[0m\n")
-	m.drawnLines = len(lines)
+// block is the status lines that have something to say. m.mu must be held.
+func (m *monitor) block() []string {
+	lines := m.lines()
+	return slices.DeleteFunc(lines[:], func(l string) bool { return l == "" })
 }
 
-func (m *monitor) clear() {
-	if m.terminal && m.drawnLines > 0 {
-		fmt.Fprintf(m.out, "\x1b[%dA\x1b[J", m.drawnLines)
-		m.drawnLines = 0
+// lineText is one line of the status, for the status block's decorators.
+func (m *monitor) lineText(l statusLine) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lines()[l]
+}
+
+// showLines makes the status block show the lines that have something to
+// say, and only those.
+func (m *monitor) showLines() {
+	if m.status == nil {
+		return
 	}
+	m.mu.Lock()
+	lines := m.lines()
+	m.mu.Unlock()
+	var shown [statusLines]bool
+	for l, text := range lines {
+		shown[l] = text != ""
+	}
+	m.status.show(shown)
 }
 
 // stop ends sampling, removes the status block and returns the samples.
 func (m *monitor) stop() []Sample {
-	select {
-	case <-m.quit:
-	default:
+	m.stopOnce.Do(func() {
 		close(m.quit)
 		<-m.done
-	}
+		if m.status != nil {
+			m.status.stop()
+		}
+	})
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.clear()
 	return m.samples
+}
+
+// statusBlock is the monitor's status at the bottom of a terminal: one
+// line each, drawn by mpb as a bar without bar and redrawn in place, with
+// the finished steps printed above.
+type statusBlock struct {
+	p   *mpb.Progress
+	out io.Writer
+	// text returns a line's current text; the decorators call it on mpb's
+	// goroutines.
+	text func(statusLine) string
+
+	// mu orders show and stop; the decorators never take it.
+	mu   sync.Mutex
+	bars [statusLines]*mpb.Bar
+}
+
+func newStatusBlock(out io.Writer, opts ...mpb.ContainerOption) *statusBlock {
+	opts = append([]mpb.ContainerOption{mpb.WithOutput(out), mpb.WithRefreshRate(200 * time.Millisecond)}, opts...)
+	return &statusBlock{p: mpb.New(opts...), out: out}
+}
+
+// show adds the lines that are to be shown and are not yet, and removes
+// those that are no longer to be.
+func (b *statusBlock) show(shown [statusLines]bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for l := range statusLines {
+		switch bar := b.bars[l]; {
+		case shown[l] && bar == nil:
+			var last string
+			line := decor.Any(func(decor.Statistics) string {
+				// A line that lost its text shows the one it had for the
+				// moment mpb takes to drop it, rather than a blank.
+				if text := b.text(l); text != "" {
+					last = text
+				}
+				return "\x1b[36m" + last + "\x1b[0m"
+			})
+			// Fails only once the block is stopped, when nothing is shown.
+			b.bars[l], _ = b.p.Add(0, mpb.NopStyle().Build(), mpb.BarPriority(int(l)), mpb.PrependDecorators(line))
+		case !shown[l] && bar != nil:
+			bar.Abort(true)
+			b.bars[l] = nil
+		}
+	}
+}
+
+// print writes a line above the block, or straight out once it is gone.
+func (b *statusBlock) print(line string) {
+	if _, err := b.p.Write([]byte(line)); errors.Is(err, mpb.ErrDone) {
+		fmt.Fprint(b.out, line)
+	}
+}
+
+// stop removes the block from the terminal.
+func (b *statusBlock) stop() {
+	b.mu.Lock()
+	for l, bar := range b.bars {
+		if bar != nil {
+			bar.Abort(true)
+			b.bars[l] = nil
+		}
+	}
+	b.mu.Unlock()
+	b.p.Wait()
 }
 
 func fmtDuration(d time.Duration) string {
