@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
@@ -26,7 +25,7 @@ type ClonePlan struct {
 // been recovered yet: it creates publication and slot and returns the LSN at
 // which the copy's recovery must stop.
 func PrepareClone(ctx context.Context, cfg Config) (*ClonePlan, error) {
-	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	src, err := catalog.Connect(ctx, cfg.SourceDSN)
 	if err != nil {
 		return nil, fmt.Errorf("init: connect to source: %w", err)
 	}
@@ -66,7 +65,7 @@ func FinishClone(ctx context.Context, cfg Config, slotLSN pglogrepl.LSN) error {
 	if slotLSN == 0 {
 		return errors.New("init --finish: --slot-lsn is required: the slot LSN that init --mode clone printed")
 	}
-	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	src, err := catalog.Connect(ctx, cfg.SourceDSN)
 	if err != nil {
 		return fmt.Errorf("init: connect to source: %w", err)
 	}
@@ -79,7 +78,7 @@ func FinishClone(ctx context.Context, cfg Config, slotLSN pglogrepl.LSN) error {
 	if exists, err := slotExists(ctx, src, slot); err != nil || !exists {
 		return fmt.Errorf("init --finish: slot %s does not exist on the source (%v): the clone cannot be continued; run init --mode clone again with a new copy", slot, err)
 	}
-	dst, err := pgx.Connect(ctx, cfg.TargetDSN)
+	dst, err := catalog.Connect(ctx, cfg.TargetDSN)
 	if err != nil {
 		return fmt.Errorf("init: connect to target: %w", err)
 	}

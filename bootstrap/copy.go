@@ -159,10 +159,10 @@ type run struct {
 func connect(ctx context.Context, cfg Config, log *slog.Logger) (*run, error) {
 	r := &run{cfg: cfg, log: log, slot: catalog.SlotName(cfg.Source), snapshots: map[[2]string]pglogrepl.LSN{}}
 	var err error
-	if r.src, err = pgx.Connect(ctx, cfg.SourceDSN); err != nil {
+	if r.src, err = catalog.Connect(ctx, cfg.SourceDSN); err != nil {
 		return nil, fmt.Errorf("init: connect to source: %w", err)
 	}
-	if r.dst, err = pgx.Connect(ctx, cfg.TargetDSN); err != nil {
+	if r.dst, err = catalog.Connect(ctx, cfg.TargetDSN); err != nil {
 		r.close()
 		return nil, fmt.Errorf("init: connect to target: %w", err)
 	}

@@ -12,8 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -91,12 +90,13 @@ func copyParts(ctx context.Context, cfg Config, snap *snapshot, parts []sourceTa
 func copyPart(ctx context.Context, cfg Config, snap *snapshot, t sourceTable, table *tableTracker) (TableCopy, error) {
 	started := time.Now()
 	res := TableCopy{Table: t.id, Parts: 1}
-	src, err := pgconn.Connect(ctx, cfg.SourceDSN)
+	srcConn, err := catalog.Connect(ctx, cfg.SourceDSN)
 	if err != nil {
 		return res, fmt.Errorf("init: copy %s: connect to source: %w", t.id, err)
 	}
-	defer src.Close(context.Background())
-	dst, err := pgx.Connect(ctx, cfg.TargetDSN)
+	defer srcConn.Close(context.Background())
+	src := srcConn.PgConn()
+	dst, err := catalog.Connect(ctx, cfg.TargetDSN)
 	if err != nil {
 		return res, fmt.Errorf("init: copy %s: connect to target: %w", t.id, err)
 	}

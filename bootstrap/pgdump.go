@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // dumpTools are a pg_dump and the pg_restore beside it.
@@ -73,30 +75,48 @@ func findDumpTools(ctx context.Context, named string, sourceMajor int) (dumpTool
 	return dumpTools{}, &ToolsNotFoundError{SourceMajor: sourceMajor, Searched: candidates}
 }
 
-var keywordPassword = regexp.MustCompile(`(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+// keywordSecret matches a password or options keyword of a key=value DSN.
+var keywordSecret = regexp.MustCompile(`(?i)\b(password|options)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
 
 // runTool runs pg_dump or pg_restore against dsn, the password handed over
-// in PGPASSWORD rather than on a command line every user can read.
+// in PGPASSWORD rather than on a command line every user can read. The
+// session gets the text settings every pgtandem connection pins through
+// PGOPTIONS, after the DSN's own options (libpq ignores PGOPTIONS when the
+// DSN has options, and the last -c of a name wins): pg_dump prints column
+// defaults with the session's lc_monetary and client_encoding, and
+// pg_restore reads them back in its own session's settings.
 func runTool(ctx context.Context, tool, dsn string, args ...string) error {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return err
 	}
-	conn := dsn
-	if u, err := url.Parse(dsn); err == nil && u.User != nil {
-		u.User = url.User(u.User.Username())
-		q := u.Query()
-		q.Del("password")
-		u.RawQuery = q.Encode()
-		conn = u.String()
-	} else {
-		conn = keywordPassword.ReplaceAllString(dsn, "")
+	options := catalog.TextSettingsOptions()
+	if own := cfg.RuntimeParams["options"]; own != "" {
+		options = own + " " + options
 	}
-	cmd := exec.CommandContext(ctx, tool, append([]string{"--dbname=" + conn}, args...)...)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+cfg.Password)
+	cmd := exec.CommandContext(ctx, tool, append([]string{"--dbname=" + toolDSN(dsn)}, args...)...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+cfg.Password, "PGOPTIONS="+options)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", tool, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// toolDSN is dsn without password and options, which runTool passes in the
+// environment.
+func toolDSN(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			if u.User != nil {
+				u.User = url.User(u.User.Username())
+			}
+			q := u.Query()
+			q.Del("password")
+			q.Del("options")
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	return keywordSecret.ReplaceAllString(dsn, "")
 }

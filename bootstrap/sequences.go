@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // copySequences sets every target sequence to its value on the source.
@@ -12,7 +13,7 @@ import (
 // its current value: any value from the copy on is as good, and the switch
 // sets them again at the end.
 func copySequences(ctx context.Context, cfg Config, dst *pgx.Conn) error {
-	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	src, err := catalog.Connect(ctx, cfg.SourceDSN)
 	if err != nil {
 		return fmt.Errorf("init: sequences: connect to source: %w", err)
 	}

@@ -85,12 +85,7 @@ func exportSnapshot(ctx context.Context, dsn, slot string, temporary bool) (*sna
 func (s *snapshot) close() { s.conn.Close(context.Background()) }
 
 func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("init: parse source DSN: %w", err)
-	}
-	cfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	conn, err := catalog.ConnectReplication(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("init: replication connection to source: %w", err)
 	}

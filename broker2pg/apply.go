@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -63,6 +65,15 @@ type applier struct {
 	// skipped source transaction), acknowledged with the next target
 	// transaction or right away.
 	unacked pulsar.MessageID
+	// skips are the changes an operator recorded in pgtandem.apply_skips
+	// that this session has not met yet.
+	skips map[skipKey]recordedSkip
+	// pendingBegun tells whether a source transaction was begun since the
+	// last target commit, which then holds Service.oldestPending.
+	pendingBegun bool
+	// blockedRow tells whether apply_progress still holds where the apply
+	// was blocked; the next commit clears it.
+	blockedRow bool
 }
 
 // sourceTxn is the source transaction being received.
@@ -99,6 +110,9 @@ func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
 			}
 			wasActive = true
 			if err := a.handle(ctx, d); err != nil {
+				if IsBlocked(err) {
+					a.svc.notePending(d.msg.EventTime(), d.msg.PublishTime())
+				}
 				return err
 			}
 		}
@@ -185,6 +199,10 @@ func (a *applier) begin(ctx context.Context, ev *event.Event, msg pulsar.Message
 	a.cur = &sourceTxn{lsn: ev.LSN, next: 1}
 	a.svc.lastBegun.Store(uint64(ev.LSN))
 	a.plan.strict = uint64(ev.LSN) <= a.svc.strictUntil.Load()
+	if !a.pendingBegun {
+		a.pendingBegun = true
+		a.svc.oldestPending.Store(ev.CommitTime.UnixNano())
+	}
 	return nil
 }
 
@@ -200,16 +218,59 @@ func (a *applier) change(ctx context.Context, ev *event.Event, msg pulsar.Messag
 		return &FramingError{MessageID: msg.ID().String(), Reason: fmt.Sprintf("seq %d of %s follows seq %d", ev.Seq, ev.LSN, a.cur.next-1)}
 	}
 	a.cur.next++
+	if a.skipRecorded(ev, msg.ID()) {
+		return nil
+	}
+	if err := checkOldRow(ev, msg.ID()); err != nil {
+		return err
+	}
 	size := len(msg.Payload())
 	a.targetTxn.rows++
 	a.targetTxn.bytes += size
 	if err := a.plan.add(ctx, ev, msg.ID(), size); err != nil {
-		return err
+		return atChange(err, ev)
+	}
+	if a.plan.strict {
+		return a.execChange(ctx, ev, msg.ID())
 	}
 	if a.plan.rows >= a.svc.cfg.FlushRows || a.plan.bytes >= a.svc.cfg.GroupBytes/4 {
 		return a.flushAsync(ctx, a.plan.take())
 	}
 	return nil
+}
+
+// execChange sends the statements of one change right away, on their own:
+// in strict order a failure, or a row count other than the source's, is
+// then that change's, and names it exactly.
+func (a *applier) execChange(ctx context.Context, ev *event.Event, msgID pulsar.MessageID) error {
+	if err := a.wait(); err != nil {
+		return err
+	}
+	return a.exec(ctx, a.plan.take(), &changeAt{ev: ev, msgID: msgID})
+}
+
+// checkOldRow refuses a change whose old row cannot identify the row it
+// changed: an UPDATE of a table published with REPLICA IDENTITY FULL that
+// carries no old row at all (PostgreSQL always sends the whole old row for
+// FULL, except for a partition with an identity of its own published
+// through its root).
+func checkOldRow(ev *event.Event, msgID pulsar.MessageID) error {
+	if ev.Kind != event.KindUpdate || ev.ReplicaIdentity != "full" || ev.Old != nil {
+		return nil
+	}
+	ri := &ReplicaIdentityError{Table: ev.QualifiedTable().String(), Kind: string(ev.Kind), LSN: ev.LSN.String(), Change: ev.Seq, MessageID: idString(msgID)}
+	return &BlockedError{Table: ri.Table, MessageID: ri.MessageID, LSN: ri.LSN, Change: ri.Change, Reason: ri.Error(), Err: ri}
+}
+
+// atChange completes a *BlockedError about the change being planned (a
+// table or column the target lacks) with the change's position; an error
+// of an earlier flush, which planning may return, is left as it is.
+func atChange(err error, ev *event.Event) error {
+	var be *BlockedError
+	if errors.As(err, &be) && !be.batch && be.LSN == ev.LSN.String() && be.Change == 0 {
+		be.Change = ev.Seq
+	}
+	return err
 }
 
 func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Message) error {
@@ -242,6 +303,7 @@ func (a *applier) commit(ctx context.Context, ev *event.Event, msg pulsar.Messag
 func (a *applier) skipped(ctx context.Context, msg pulsar.Message) error {
 	if a.targetTxn == nil {
 		a.unacked = msg.ID()
+		a.settlePending(time.Time{})
 		return a.ack()
 	}
 	a.targetTxn.ackUpTo(msg.ID())
@@ -252,13 +314,19 @@ func (a *applier) skipped(ctx context.Context, msg pulsar.Message) error {
 // waiting or a bound is reached; a target transaction must never stay open
 // once the topic is read, whether its last source transaction was applied
 // or skipped.
+//
+// In strict order every source transaction is committed on its own, so that
+// a change that blocks leaves every transaction before it applied.
 func (a *applier) endOfSourceTxn(ctx context.Context) error {
 	tx, cfg := a.targetTxn, a.svc.cfg
-	if len(a.decoded) == 0 && len(a.consumer.Chan()) == 0 || tx.rows >= cfg.GroupRows || tx.bytes >= cfg.GroupBytes || time.Since(tx.started) >= cfg.GroupDelay {
+	if !a.waiting() || a.plan.strict || tx.rows >= cfg.GroupRows || tx.bytes >= cfg.GroupBytes || time.Since(tx.started) >= cfg.GroupDelay {
 		return a.commitTargetTxn(ctx)
 	}
 	return nil
 }
+
+// waiting tells whether more messages are at hand.
+func (a *applier) waiting() bool { return len(a.decoded) > 0 || len(a.consumer.Chan()) > 0 }
 
 // setup prepares the target on the first message this consumer receives,
 // that is once it is the active one: a standby must not hold the origin.
@@ -280,7 +348,11 @@ func (a *applier) setup(ctx context.Context, msg pulsar.Message) error {
 	if sys := msg.Properties()[event.PropSystem]; p.SourceSystem != "" && sys != "" && sys != p.SourceSystem {
 		return &IdentityError{Source: a.svc.cfg.Source, StoredSystem: p.SourceSystem, EventSystem: sys}
 	}
+	if a.skips, err = loadSkips(ctx, a.conn, a.svc.cfg.Source, p.CommitLSN); err != nil {
+		return err
+	}
 	a.applied, a.system, a.ready = event.LSN(p.CommitLSN), p.SourceSystem, true
+	a.blockedRow = p.BlockedReason != ""
 	a.svc.applied.Store(uint64(p.CommitLSN))
 	a.svc.setState("applying")
 	a.log.Info("applying", "after", p.CommitLSN, "origin", origin)
@@ -302,4 +374,34 @@ func (a *applier) stop() error {
 	}
 	a.log.Info("stopped", "applied", pglogrepl.LSN(a.applied))
 	return nil
+}
+
+// describeKey prints the old values a change is matched by, as
+// ("col", ...)=('value', ...): its replica identity columns (every column
+// for REPLICA IDENTITY FULL), from its old row, or from its new row when
+// it carries none (an UPDATE that kept its key). Long values are cut.
+func describeKey(ev *event.Event) string {
+	row := ev.Old
+	if row == nil {
+		row = ev.New
+	}
+	keyed := slices.ContainsFunc(ev.Columns, func(c event.Column) bool { return c.Key })
+	var names, values []string
+	for _, c := range ev.Columns {
+		v, ok := row[c.Name]
+		if !ok || keyed && !c.Key {
+			continue
+		}
+		names = append(names, event.QuoteIdent(c.Name))
+		if v == nil {
+			values = append(values, "NULL")
+			continue
+		}
+		s := *v
+		if r := []rune(s); len(r) > 64 {
+			s = string(r[:64]) + "…"
+		}
+		values = append(values, "'"+strings.ReplaceAll(s, "'", "''")+"'")
+	}
+	return "(" + strings.Join(names, ", ") + ")=(" + strings.Join(values, ", ") + ")"
 }

@@ -22,7 +22,7 @@ var shapeTables = []string{"toast", "pk1", "pk2", "nokey", "nokey_big", "parent_
 // source of one major, broker2pg applies it into a target of a newer one,
 // and every table ends identical as row::text.
 func TestApplyShapes(t *testing.T) {
-	for _, pair := range [][2]int{{13, 17}, {15, 17}, {15, 18}, {17, 18}} {
+	for _, pair := range [][2]int{{13, 17}, {15, 17}, {15, 18}, {17, 18}, {17, 15}} {
 		t.Run(fmt.Sprintf("pg%d-to-pg%d", pair[0], pair[1]), func(t *testing.T) {
 			t.Parallel()
 			testApplyShapes(t, pair[0], pair[1])

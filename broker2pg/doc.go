@@ -51,4 +51,16 @@
 // column and message id: nothing past it is acknowledged, the reason is
 // written to apply_progress for `pgtandem status`, /readyz reports it, and
 // the service retries every BlockedRetry until the target is fixed.
+//
+// Every UPDATE and DELETE must change exactly one row, as on the source: a
+// set-based statement carries the number of rows its changes must change,
+// checked before COMMIT. When a statement of a batch fails or changes
+// another number, the batch is applied again one change at a time in source
+// order, each source transaction committed alone, so that the block names
+// the exact change: a [MissingRowError] with its old key, commit LSN,
+// position and message. An UPDATE published as REPLICA IDENTITY FULL
+// without an old row (a partition with an identity of its own) is a
+// [ReplicaIdentityError]: the apply never guesses a row. An operator may
+// let the apply pass over exactly the change it is blocked at ([RecordSkip],
+// `pgtandem apply skip`), which pgtandem.apply_skips records.
 package broker2pg

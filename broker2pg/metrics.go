@@ -36,7 +36,7 @@ func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)); err != nil {
 		return nil, err
 	}
-	lag, err := meter.Float64ObservableGauge("pgtandem.apply.lag.seconds", metric.WithUnit("s"), metric.WithDescription("source commit to target commit of the last applied transaction"))
+	lag, err := meter.Float64ObservableGauge("pgtandem.apply.lag.seconds", metric.WithUnit("s"), metric.WithDescription("age of the oldest source transaction received and not applied: 0 when nothing is pending, growing while the apply is blocked"))
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 		return nil, err
 	}
 	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveFloat64(lag, time.Duration(s.lag.Load()).Seconds(), m.attrs)
+		o.ObserveFloat64(lag, s.Lag().Seconds(), m.attrs)
 		o.ObserveInt64(applied, int64(s.applied.Load()), m.attrs)
 		if n := s.backlog.Load(); n != backlogUnknown {
 			o.ObserveInt64(backlog, n, m.attrs)

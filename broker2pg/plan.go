@@ -3,10 +3,12 @@ package broker2pg
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/jackc/pgerrcode"
 	"github.com/pgtandem/pgtandem/event"
 )
 
@@ -19,8 +21,9 @@ type query struct {
 	table string
 	msgID pulsar.MessageID
 	lsn   event.LSN
-	// expect is the number of rows the statement must change; -1 when the
-	// number is not known (a DELETE of a row inserted in the same batch).
+	// expect is the number of rows the statement must change, -1 when any
+	// number is right (an INSERT, a TRUNCATE); another number blocks the
+	// apply (see rowCountDiffers).
 	expect int
 }
 
@@ -36,6 +39,15 @@ type query struct {
 // own, in order: a TRUNCATE, an UPDATE that changes the key, an UPDATE of a
 // table without key, and a switch between inserts and deletes on a table
 // without key (where duplicate rows make order matter).
+//
+// Keys are compared as their base type when they are of a domain type
+// (targetColumn.base). UPDATE cannot set an identity-always column, so a
+// change of one is applied by deleting the row and inserting it again in
+// one statement (replaceSQL): a key change in a table with such a column,
+// an update of a table without key whose old row shows such a column
+// changed, and, after each UPDATE of a keyed table with such a column
+// beside the key, the rows whose value on the target differs from the
+// source's (the old row, key only, cannot tell).
 //
 // Tables with a key are planned in plan_keyed.go, tables without key in
 // plan_keyless.go; statements.go holds the pieces of SQL both use.
@@ -82,6 +94,9 @@ type tablePlan struct {
 	// update of a row that an earlier update of the run produced must wait
 	// for the next statement, which sees it.
 	newRows map[string]bool
+	// replace marks a run of updates that change identity-always columns,
+	// applied by a delete and an insert.
+	replace bool
 	msgID   pulsar.MessageID
 	lsn     event.LSN
 }
@@ -131,27 +146,66 @@ func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID pulsar.Messa
 	return nil
 }
 
+// truncate replays a TRUNCATE on exactly the tables the source truncated:
+// pgoutput lists each of them, those its CASCADE reached included, so the
+// target's TRUNCATE never cascades (as PostgreSQL's own apply, which
+// truncates with DROP_RESTRICT) and names each table ONLY, but for a
+// partitioned table, which is truncated with its partitions: a table the
+// target holds beside them (one that references them, an inheritance child
+// the source left alone) keeps its rows. A foreign key of the target from
+// another table would make the TRUNCATE fail: it blocks the apply, naming
+// the referencing table, until the operator drops the key or the table.
 func (p *plan) truncate(ctx context.Context, ev *event.Event, msgID pulsar.MessageID) error {
 	p.closeSegment()
-	var names []string
+	var tables []*targetTable
 	for _, tn := range ev.Tables {
 		t, err := p.schema.table(ctx, event.TableName{Schema: tn.Schema, Table: tn.Table})
 		if err != nil {
 			return withMessage(err, msgID, ev.LSN)
 		}
-		if !slices.Contains(names, t.quoted) {
+		if !slices.Contains(tables, t) {
+			tables = append(tables, t)
+		}
+	}
+	refs, err := p.schema.referencing(ctx, tables)
+	if err != nil {
+		return err
+	}
+	if len(refs) > 0 {
+		return withMessage(truncateBlocked(refs), msgID, ev.LSN)
+	}
+	var names, quoted []string
+	for _, t := range tables {
+		quoted = append(quoted, t.quoted)
+		if t.partitioned {
 			names = append(names, t.quoted)
+		} else {
+			names = append(names, "ONLY "+t.quoted)
 		}
 	}
 	sql := "TRUNCATE " + strings.Join(names, ", ")
 	if ev.RestartIdentity {
 		sql += " RESTART IDENTITY"
 	}
-	if ev.Cascade {
-		sql += " CASCADE"
-	}
-	p.done = append(p.done, query{sql: sql, table: strings.Join(names, ", "), msgID: msgID, lsn: ev.LSN, expect: -1})
+	p.done = append(p.done, query{sql: sql, table: strings.Join(quoted, ", "), msgID: msgID, lsn: ev.LSN, expect: -1})
 	return nil
+}
+
+// truncateBlocked names the foreign keys that keep a TRUNCATE from being
+// replayed on the target alone; Code is the SQLSTATE the TRUNCATE would
+// fail with.
+func truncateBlocked(refs []foreignKey) *BlockedError {
+	var keys []string
+	for _, fk := range refs {
+		keys = append(keys, fmt.Sprintf("%s references %s by foreign key %s", fk.from, fk.to, fk.name))
+	}
+	return &BlockedError{
+		Table: refs[0].from,
+		Reason: "the source's TRUNCATE cannot be replayed as it was, because on the target " + strings.Join(keys, ", ") +
+			", and the source did not truncate the referencing table: TRUNCATE fails on that key, and CASCADE would empty a table the source never emptied; " +
+			"drop the foreign key or the referencing table on the target (or truncate it yourself if its rows must go too), and the apply continues by itself",
+		Code: pgerrcode.FeatureNotSupported,
+	}
 }
 
 // tablePlan returns the segment's plan of t, closing the segment first when

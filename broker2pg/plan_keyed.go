@@ -18,6 +18,9 @@ type rowState struct {
 	vals  map[string]*string
 	msgID pulsar.MessageID
 	lsn   event.LSN
+	// existed tells that the row was on the target before the segment: its
+	// first change in it was not an INSERT.
+	existed bool
 }
 
 // addKeyed plans a change of a table matched by its key columns keyCols:
@@ -27,7 +30,7 @@ func (p *plan) addKeyed(t *targetTable, keyCols []string, ev *event.Event, msgID
 	tp := p.tablePlan(t, true, keyCols)
 	switch ev.Kind {
 	case event.KindInsert:
-		rs := tp.state(keyValues(keyCols, ev.New, nil), msgID, ev.LSN)
+		rs := tp.state(keyValues(keyCols, ev.New, nil), msgID, ev.LSN, false)
 		rs.write = event.KindInsert
 		rs.cols, rs.vals = writable(t, ev.New, ev.Columns), ev.New
 	case event.KindUpdate:
@@ -37,7 +40,7 @@ func (p *plan) addKeyed(t *targetTable, keyCols []string, ev *event.Event, msgID
 			p.done = append(p.done, keyChangeQuery(t, keyCols, ev, msgID))
 			return
 		}
-		rs := tp.state(newKey, msgID, ev.LSN)
+		rs := tp.state(newKey, msgID, ev.LSN, true)
 		if rs.write == "" {
 			rs.write = event.KindUpdate
 			rs.vals = map[string]*string{}
@@ -49,16 +52,16 @@ func (p *plan) addKeyed(t *targetTable, keyCols []string, ev *event.Event, msgID
 			rs.vals[name] = ev.New[name]
 		}
 	case event.KindDelete:
-		rs := tp.state(keyValues(keyCols, ev.Old, nil), msgID, ev.LSN)
+		rs := tp.state(keyValues(keyCols, ev.Old, nil), msgID, ev.LSN, true)
 		rs.del, rs.write, rs.cols, rs.vals = true, "", nil, nil
 	}
 }
 
-func (tp *tablePlan) state(key []*string, msgID pulsar.MessageID, lsn event.LSN) *rowState {
+func (tp *tablePlan) state(key []*string, msgID pulsar.MessageID, lsn event.LSN, existed bool) *rowState {
 	k := keyString(key)
 	rs, ok := tp.keys[k]
 	if !ok {
-		rs = &rowState{key: key, msgID: msgID, lsn: lsn}
+		rs = &rowState{key: key, msgID: msgID, lsn: lsn, existed: existed}
 		tp.keys[k] = rs
 		tp.order = append(tp.order, rs)
 	}
@@ -86,16 +89,20 @@ func keyedQueries(tp *tablePlan) []query {
 	var out []query
 	first := func(rs []*rowState) (pulsar.MessageID, event.LSN) { return rs[0].msgID, rs[0].lsn }
 	var dels []*rowState
+	existing := 0
 	updates := map[string][]*rowState{}
 	inserts := map[string][]*rowState{}
 	var updOrder, insOrder []string
 	for _, rs := range tp.order {
 		if rs.del {
 			dels = append(dels, rs)
+			if rs.existed {
+				existing++
+			}
 		}
 		switch rs.write {
 		case event.KindUpdate:
-			sig := strings.Join(settable(t, rs.cols, tp.keyCols), "\x00")
+			sig := strings.Join(settable(t, rs.cols, tp.keyCols), "\x00") + "\x01" + strings.Join(identityColumns(t, rs.cols, tp.keyCols), "\x00")
 			if _, ok := updates[sig]; !ok {
 				updOrder = append(updOrder, sig)
 			}
@@ -111,7 +118,7 @@ func keyedQueries(tp *tablePlan) []query {
 	keyMatch := func(offset int) string {
 		var conds []string
 		for i, k := range tp.keyCols {
-			conds = append(conds, "t."+event.QuoteIdent(k)+" = "+cast(t, k, "u.p"+strconv.Itoa(offset+i+1)))
+			conds = append(conds, keyEquals(t, k, "u.p"+strconv.Itoa(offset+i+1)))
 		}
 		return strings.Join(conds, " AND ")
 	}
@@ -128,12 +135,44 @@ func keyedQueries(tp *tablePlan) []query {
 		var ps params
 		sql := fmt.Sprintf("DELETE FROM %s AS t USING %s WHERE %s", t.quoted, ps.unnest(keyColumns(dels)), keyMatch(0))
 		id, lsn := first(dels)
+		// A row inserted and deleted in the segment is not on the target.
+		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: existing})
+	}
+	// identityMoves writes the rows whose identity-always columns beside
+	// the key the source changed: UPDATE cannot set those, so each such
+	// row is deleted and inserted again. The old row of an UPDATE holds
+	// only the key and cannot tell which rows that are: the target's
+	// values are compared with the new ones, at the price of one more
+	// index lookup per row of such tables, and a delete and insert only
+	// for the rows whose identity changed. The statement goes after the
+	// UPDATE of the other columns, whose values it keeps.
+	identityMoves := func(rows []*rowState, ids []string) {
+		if len(ids) == 0 {
+			return
+		}
+		cols := keyColumns(rows)
+		set := map[string]string{}
+		var differs []string
+		for i, c := range ids {
+			vals := make([]*string, len(rows))
+			for j, rs := range rows {
+				vals[j] = rs.vals[c]
+			}
+			cols = append(cols, vals)
+			p := "u.p" + strconv.Itoa(len(tp.keyCols)+i+1)
+			set[c] = p
+			differs = append(differs, identityDiffers(t, c, p))
+		}
+		var ps params
+		sql := replaceSQL(t, nil, ps.unnest(cols), keyMatch(0)+" AND ("+strings.Join(differs, " OR ")+")", set)
+		id, lsn := first(rows)
 		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: -1})
 	}
 	for _, sig := range updOrder {
 		rows := updates[sig]
 		set := settable(t, rows[0].cols, tp.keyCols)
 		if len(set) == 0 {
+			identityMoves(rows, identityColumns(t, rows[0].cols, tp.keyCols))
 			continue
 		}
 		cols := keyColumns(rows)
@@ -150,6 +189,7 @@ func keyedQueries(tp *tablePlan) []query {
 		sql := fmt.Sprintf("UPDATE %s AS t SET %s FROM %s WHERE %s", t.quoted, strings.Join(assign, ", "), ps.unnest(cols), keyMatch(0))
 		id, lsn := first(rows)
 		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: len(rows)})
+		identityMoves(rows, identityColumns(t, rows[0].cols, tp.keyCols))
 	}
 	for _, sig := range insOrder {
 		rows := inserts[sig]
@@ -175,21 +215,44 @@ func keyedQueries(tp *tablePlan) []query {
 		}
 		id, lsn := first(rows)
 		out = append(out, query{sql: sql, args: ps.args, table: t.quoted, msgID: id, lsn: lsn, expect: -1})
+		if t.conflictTarget(tp.keyCols) != "" {
+			// A row already there (the overlap of a snapshot) kept its
+			// identity-always columns through ON CONFLICT DO UPDATE.
+			identityMoves(rows, identityColumns(t, names, tp.keyCols))
+		}
 	}
 	return out
 }
 
-// keyChangeQuery moves a row to a new key.
+// keyChangeQuery moves a row to a new key. In a table with an
+// identity-always column, which UPDATE cannot set and which may be the key
+// or may have changed beside it (the old row holds only the key), the row
+// is deleted and inserted again instead (see replaceSQL).
 func keyChangeQuery(t *targetTable, keyCols []string, ev *event.Event, msgID pulsar.MessageID) query {
-	var ps params
-	var assign, conds []string
-	for _, c := range writable(t, ev.New, ev.Columns) {
-		if tc := t.columns[c]; !tc.identityAlways {
-			assign = append(assign, event.QuoteIdent(c)+" = "+cast(t, c, ps.add(ev.New[c])))
+	written := writable(t, ev.New, ev.Columns)
+	if len(identityColumns(t, written, nil)) > 0 {
+		var ps params
+		var conds []string
+		for _, k := range keyCols {
+			conds = append(conds, keyEquals(t, k, ps.add(ev.Old[k])))
+		}
+		set := map[string]string{}
+		for _, c := range written {
+			set[c] = ps.add(ev.New[c])
+		}
+		return query{
+			sql:   replaceSQL(t, nil, "", strings.Join(conds, " AND "), set),
+			args:  ps.args,
+			table: t.quoted, msgID: msgID, lsn: ev.LSN, expect: 1,
 		}
 	}
+	var ps params
+	var assign, conds []string
+	for _, c := range written {
+		assign = append(assign, event.QuoteIdent(c)+" = "+cast(t, c, ps.add(ev.New[c])))
+	}
 	for _, k := range keyCols {
-		conds = append(conds, "t."+event.QuoteIdent(k)+" = "+cast(t, k, ps.add(ev.Old[k])))
+		conds = append(conds, keyEquals(t, k, ps.add(ev.Old[k])))
 	}
 	return query{
 		sql:   fmt.Sprintf("UPDATE %s AS t SET %s WHERE %s", t.quoted, strings.Join(assign, ", "), strings.Join(conds, " AND ")),

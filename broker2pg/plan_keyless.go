@@ -27,10 +27,17 @@ func (p *plan) addKeyless(t *targetTable, ev *event.Event, msgID pulsar.MessageI
 // addKeylessUpdate adds an update of a table matched by whole rows to a
 // run of updates with the same matched and set columns, applied by one
 // statement: a large transaction updating rows of a keyless table must not
-// cost a scan of the table per row.
+// cost a scan of the table per row. An update that changes an
+// identity-always column, which UPDATE cannot set, goes into a run that
+// deletes and inserts the rows again (see replaceSQL); the old row tells
+// which updates do.
 func (p *plan) addKeylessUpdate(t *targetTable, ev *event.Event, msgID pulsar.MessageID) {
 	match := present(ev.Old, ev.OldUnchanged, ev.Columns)
 	set := settable(t, writable(t, ev.New, ev.Columns), nil)
+	replace := identityChanged(t, ev)
+	if replace {
+		set = writable(t, ev.New, ev.Columns)
+	}
 	if len(set) == 0 {
 		return // only columns the target computes itself changed
 	}
@@ -39,12 +46,13 @@ func (p *plan) addKeylessUpdate(t *targetTable, ev *event.Event, msgID pulsar.Me
 		vals = append(vals, ev.Old[c])
 	}
 	tp := p.tablePlan(t, false, nil)
-	if len(tp.rows) > 0 && (tp.kind != event.KindUpdate || !slices.Equal(tp.cols, match) || !slices.Equal(tp.setCols, set) || tp.newRows[keyString(vals)]) {
+	if len(tp.rows) > 0 && (tp.kind != event.KindUpdate || tp.replace != replace || !slices.Equal(tp.cols, match) || !slices.Equal(tp.setCols, set) || tp.newRows[keyString(vals)]) {
 		p.closeSegment()
 		tp = p.tablePlan(t, false, nil)
 	}
 	if len(tp.rows) == 0 {
 		tp.kind, tp.cols, tp.setCols, tp.msgID, tp.lsn, tp.newRows = event.KindUpdate, match, set, msgID, ev.LSN, map[string]bool{}
+		tp.replace = replace
 	}
 	newRow := make([]*string, len(match))
 	for i, c := range match {
@@ -61,6 +69,25 @@ func (p *plan) addKeylessUpdate(t *targetTable, ev *event.Event, msgID pulsar.Me
 		vals = append(vals, ev.New[c])
 	}
 	tp.rows = append(tp.rows, vals)
+}
+
+// identityChanged tells whether an update gives an identity-always column
+// another value than its old row holds.
+func identityChanged(t *targetTable, ev *event.Event) bool {
+	for _, c := range ev.Columns {
+		if !t.columns[c.Name].identityAlways {
+			continue
+		}
+		oldVal, inOld := ev.Old[c.Name]
+		newVal, inNew := ev.New[c.Name]
+		if !inOld || !inNew {
+			continue
+		}
+		if (oldVal == nil) != (newVal == nil) || oldVal != nil && *oldVal != *newVal {
+			return true
+		}
+	}
+	return false
 }
 
 // appendRun adds a row to the run of inserts, or of deletes, of a table
@@ -163,12 +190,20 @@ func keylessUpdateQuery(tp *tablePlan, q query, exprs []string, cols [][]*string
 		assign[i] = event.QuoteIdent(c) + " = " + cast(t, c, "o.v"+strconv.Itoa(i+1))
 	}
 	k := paramRowText(t, tp.cols, exprs)
-	q.sql = fmt.Sprintf(`WITH o AS (SELECT %s AS k, row_number() OVER (PARTITION BY %s ORDER BY u.ord) AS rn, %s FROM %s),
-m AS (SELECT t.tableoid AS toid, t.ctid AS tid, %s AS k, row_number() OVER (PARTITION BY %s) AS rn FROM %s AS t WHERE %s IN (SELECT k FROM o))
-UPDATE %s AS t SET %s FROM m JOIN o ON o.k = m.k AND o.rn = m.rn WHERE t.tableoid = m.toid AND t.ctid = m.tid`,
-		k, k, strings.Join(values, ", "), ps.unnestOrdinal(cols),
-		rowText("t", tp.cols), rowText("t", tp.cols), t.quoted, rowText("t", tp.cols),
-		t.quoted, strings.Join(assign, ", "))
+	o := fmt.Sprintf(`o AS (SELECT %s AS k, row_number() OVER (PARTITION BY %s ORDER BY u.ord) AS rn, %s FROM %s)`,
+		k, k, strings.Join(values, ", "), ps.unnestOrdinal(cols))
+	m := fmt.Sprintf(`m AS (SELECT t.tableoid AS toid, t.ctid AS tid, %s AS k, row_number() OVER (PARTITION BY %s) AS rn FROM %s AS t WHERE %s IN (SELECT k FROM o))`,
+		rowText("t", tp.cols), rowText("t", tp.cols), t.quoted, rowText("t", tp.cols))
+	using, where := "m JOIN o ON o.k = m.k AND o.rn = m.rn", "t.tableoid = m.toid AND t.ctid = m.tid"
+	if tp.replace {
+		set := map[string]string{}
+		for i, c := range tp.setCols {
+			set[c] = "o.v" + strconv.Itoa(i+1)
+		}
+		q.sql = replaceSQL(t, []string{o, m}, using, where, set)
+	} else {
+		q.sql = fmt.Sprintf("WITH %s,\n%s\nUPDATE %s AS t SET %s FROM %s WHERE %s", o, m, t.quoted, strings.Join(assign, ", "), using, where)
+	}
 	q.args = ps.args
 	q.expect = len(tp.rows)
 	return q

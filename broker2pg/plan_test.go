@@ -28,26 +28,57 @@ var testTables = []*targetTable{
 	testTable("bag", nil, "a integer", "b text"),
 	testTable("seats", [][]string{{"id"}, {"seat"}}, "id integer", "seat integer", "who text"),
 	testTable("gen", [][]string{{"id"}}, "id integer identity", "a integer", "twice integer generated"),
+	testTable("dom", [][]string{{"k"}}, "k e_d base=e", "v integer"),
+	testTable("dom2", [][]string{{"k", "n"}}, "k e_dd base=e", "n integer", "v text"),
+	testTable("ident", [][]string{{"id"}}, "id integer identity", "v text", "big text", "twice integer generated", "note text"),
+	testTable("seqs", [][]string{{"id"}}, "id integer", "s bigint identity", "v text"),
+	testTable("seqonly", [][]string{{"id"}}, "id integer", "s bigint identity"),
+	testTable("bagid", nil, "a integer", "s bigint identity", "b text"),
+	partitioned(testTable("part", [][]string{{"id", "region"}}, "id integer", "region text")),
 }
 
 // testKeys are the replica identity columns the source sends per table;
 // tables not listed have REPLICA IDENTITY FULL.
-var testKeys = map[string][]string{"items": {"id"}, "pairs": {"a", "b"}, "seats": {"id"}, "gen": {"id"}}
+var testKeys = map[string][]string{"items": {"id"}, "pairs": {"a", "b"}, "seats": {"id"}, "gen": {"id"},
+	"dom": {"k"}, "dom2": {"k", "n"}, "ident": {"id"}, "seqs": {"id"}, "seqonly": {"id"}, "part": {"id", "region"}}
+
+// targetOnly are columns the target has and the source does not send.
+var targetOnly = map[string][]string{"ident": {"note"}}
 
 // testTable describes public.<name>; a column is "name type", with the
-// words "identity" (GENERATED ALWAYS AS IDENTITY) or "generated" after it.
+// words "identity" (GENERATED ALWAYS AS IDENTITY), "generated", or
+// "base=<type>" (a domain over that base type) after it.
 func testTable(name string, unique [][]string, columns ...string) *targetTable {
 	t := &targetTable{name: event.TableName{Schema: "public", Table: name}, columns: map[string]*targetColumn{}, uniqueKeys: unique}
 	t.quoted = t.name.String()
 	for _, c := range columns {
 		f := strings.Fields(c)
-		t.columns[f[0]] = &targetColumn{quoted: event.QuoteIdent(f[0]), cast: f[1], identityAlways: slices.Contains(f, "identity"), skip: slices.Contains(f, "generated")}
+		col := &targetColumn{quoted: event.QuoteIdent(f[0]), cast: f[1], identityAlways: slices.Contains(f, "identity"), skip: slices.Contains(f, "generated")}
+		for _, word := range f[2:] {
+			if base, ok := strings.CutPrefix(word, "base="); ok {
+				col.base = base
+			}
+		}
+		t.columns[f[0]] = col
+		t.order = append(t.order, f[0])
 	}
 	return t
 }
 
+func partitioned(t *targetTable) *targetTable {
+	t.partitioned = true
+	return t
+}
+
 func newTestPlan() *plan {
+	return newTestPlanReferenced(nil)
+}
+
+// newTestPlanReferenced plans against a target where refs keep the tables
+// of a TRUNCATE from being truncated alone.
+func newTestPlanReferenced(refs []foreignKey) *plan {
 	c := &schemaCache{tables: map[event.TableName]*targetTable{}}
+	c.referencing = func(context.Context, []*targetTable) ([]foreignKey, error) { return refs, nil }
 	for _, t := range testTables {
 		c.tables[t.name] = t
 	}
@@ -75,25 +106,17 @@ func change(kind event.Kind, table string, old, new map[string]*string) *event.E
 	if !keyed {
 		ev.ReplicaIdentity = "full"
 	}
-	var names []string
 	for _, t := range testTables {
-		if t.name.Table == table {
-			for name := range t.columns {
-				names = append(names, name)
+		if t.name.Table != table {
+			continue
+		}
+		for _, name := range t.order {
+			if !slices.Contains(targetOnly[table], name) {
+				ev.Columns = append(ev.Columns, event.Column{Name: name, Type: "text", Key: !keyed || slices.Contains(keys, name)})
 			}
 		}
 	}
-	// Columns in the table's order as the fixtures list them.
-	slices.SortFunc(names, func(a, b string) int { return columnOrder(table, a) - columnOrder(table, b) })
-	for _, name := range names {
-		ev.Columns = append(ev.Columns, event.Column{Name: name, Type: "text", Key: !keyed || slices.Contains(keys, name)})
-	}
 	return ev
-}
-
-func columnOrder(table, column string) int {
-	order := map[string][]string{"items": {"id", "name", "qty"}, "pairs": {"a", "b", "v"}, "bag": {"a", "b"}, "seats": {"id", "seat", "who"}, "gen": {"id", "a", "twice"}}
-	return slices.Index(order[table], column)
 }
 
 func insert(table string, new map[string]*string) *event.Event {
@@ -216,7 +239,7 @@ func TestPlanCompactsChangesOfOneKey(t *testing.T) {
 	checkStatements(t, got, []statement{
 		{
 			sql:  `DELETE FROM "public"."items" AS t USING unnest($1::text[]) AS u(p1) WHERE t."id" = u.p1::integer`,
-			args: []string{"[1 4 5]"}, lsn: 0x10, msg: 0, expect: -1,
+			args: []string{"[1 4 5]"}, lsn: 0x10, msg: 0, expect: 1, // 1 and 5 were inserted in the batch
 		},
 		{
 			sql:  `UPDATE "public"."items" AS t SET "name" = u.p2::text, "qty" = u.p3::integer FROM unnest($1::text[], $2::text[], $3::text[]) AS u(p1, p2, p3) WHERE t."id" = u.p1::integer`,
@@ -232,7 +255,7 @@ func TestPlanCompactsChangesOfOneKey(t *testing.T) {
 		},
 		{
 			sql:  `DELETE FROM "public"."pairs" AS t USING unnest($1::text[], $2::text[]) AS u(p1, p2) WHERE t."a" = u.p1::integer AND t."b" = u.p2::integer`,
-			args: []string{"[1]", "[3]"}, lsn: 0x10, msg: 16, expect: -1,
+			args: []string{"[1]", "[3]"}, lsn: 0x10, msg: 16, expect: 1,
 		},
 		{
 			sql:  `INSERT INTO "public"."pairs" ("a", "b", "v") SELECT u.p1::integer, u.p2::integer, u.p3::text FROM unnest($1::text[], $2::text[], $3::text[]) AS u(p1, p2, p3) ON CONFLICT ("a", "b") DO UPDATE SET "v" = EXCLUDED."v"`,
@@ -335,7 +358,9 @@ UPDATE "public"."bag" AS t SET "a" = o.v1::integer FROM m JOIN o ON o.k = m.k AN
 }
 
 // TestPlanTruncate: a TRUNCATE is a statement of its own between what came
-// before and after it, names each table once and keeps its options.
+// before and after it, names each table once, ONLY but for a partitioned
+// table (truncated with its partitions), keeps RESTART IDENTITY and never
+// cascades: the message lists every table the source's CASCADE reached.
 func TestPlanTruncate(t *testing.T) {
 	items := event.TableName{Schema: "public", Table: "items"}
 	bag := event.TableName{Schema: "public", Table: "bag"}
@@ -344,14 +369,14 @@ func TestPlanTruncate(t *testing.T) {
 		&event.Event{V: event.Version, Kind: event.KindTruncate, Tables: []event.TableName{items, bag, items}, RestartIdentity: true, Cascade: true},
 		insert("items", row("id", "2", "name", "b", "qty", "2")),
 	), txn(0x51,
-		&event.Event{V: event.Version, Kind: event.KindTruncate, Tables: []event.TableName{bag}},
+		&event.Event{V: event.Version, Kind: event.KindTruncate, Tables: []event.TableName{bag, {Schema: "public", Table: "part"}}},
 	))
 	insertItems := `INSERT INTO "public"."items" ("id", "name", "qty") SELECT u.p1::integer, u.p2::text, u.p3::integer FROM unnest($1::text[], $2::text[], $3::text[]) AS u(p1, p2, p3) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name", "qty" = EXCLUDED."qty"`
 	checkStatements(t, got, []statement{
 		{sql: insertItems, args: []string{"[1]", "[a]", "[1]"}, lsn: 0x50, msg: 0, expect: -1},
-		{sql: `TRUNCATE "public"."items", "public"."bag" RESTART IDENTITY CASCADE`, lsn: 0x50, msg: 1, expect: -1},
+		{sql: `TRUNCATE ONLY "public"."items", ONLY "public"."bag" RESTART IDENTITY`, lsn: 0x50, msg: 1, expect: -1},
 		{sql: insertItems, args: []string{"[2]", "[b]", "[2]"}, lsn: 0x50, msg: 2, expect: -1},
-		{sql: `TRUNCATE "public"."bag"`, lsn: 0x51, msg: 3, expect: -1},
+		{sql: `TRUNCATE ONLY "public"."bag", "public"."part"`, lsn: 0x51, msg: 3, expect: -1},
 	})
 }
 

@@ -32,10 +32,14 @@ type Service struct {
 	// anything else ("standby", "blocked: ...") is not.
 	state   atomic.Pointer[string]
 	applied atomic.Uint64 // commit LSN of the last applied source transaction
-	lag     atomic.Int64  // nanoseconds, source commit to target commit
+	// oldestPending is the source commit time (Unix nanoseconds) of the
+	// oldest source transaction received and not applied, 0 when none is:
+	// the lag is its age. It stays while the apply is blocked.
+	oldestPending atomic.Int64
 	// backlog is the subscription's backlog, or backlogUnknown.
-	backlog atomic.Int64
-	blocked atomic.Bool
+	backlog    atomic.Int64
+	blocked    atomic.Bool
+	blockedErr atomic.Pointer[BlockedError]
 	// topic is known once a session resolved it; the backlog poller reads it.
 	topic atomic.Pointer[string]
 	// lastBegun is the commit LSN of the last source transaction a session
@@ -75,6 +79,42 @@ func (s *Service) Ready() error {
 		return errors.New(st)
 	}
 	return nil
+}
+
+// Blocked returns the *BlockedError the apply stands blocked at, nil while
+// it is not blocked.
+func (s *Service) Blocked() error {
+	if be := s.blockedErr.Load(); be != nil {
+		return be
+	}
+	return nil
+}
+
+// Lag is the age of the oldest source transaction received and not yet
+// applied: 0 when the apply has nothing pending (idle and caught up, as far
+// as the messages at hand tell), and while it is blocked the age of the
+// transaction it holds back, growing.
+func (s *Service) Lag() time.Duration {
+	return lagSince(s.oldestPending.Load(), time.Now())
+}
+
+func lagSince(pending int64, now time.Time) time.Duration {
+	if pending == 0 {
+		return 0
+	}
+	return max(now.Sub(time.Unix(0, pending)), 0)
+}
+
+// notePending makes the first non-zero of times the oldest pending commit
+// time when none is known: a message the apply is blocked at is pending,
+// even when no transaction was begun (an undecodable message).
+func (s *Service) notePending(times ...time.Time) {
+	for _, t := range times {
+		if !t.IsZero() {
+			s.oldestPending.CompareAndSwap(0, t.UnixNano())
+			return
+		}
+	}
 }
 
 // Run applies until ctx ends (it then finishes the open target transaction
@@ -121,7 +161,8 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 		var wait time.Duration
-		if IsBlocked(err) {
+		if be := (*BlockedError)(nil); errors.As(err, &be) {
+			s.blockedErr.Store(be)
 			s.blocked.Store(true)
 			s.setState("blocked: " + err.Error())
 			// Said once loudly, then quietly on every retry.
@@ -146,21 +187,22 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// retryStrict reports whether err is a unique violation that applying the
-// same transactions one change at a time, in source order, may avoid; it
-// then arms that mode up to the last transaction begun. A violation that
-// remains in strict order is a real one, and blocks.
+// retryStrict reports whether err is a failure of a batch that applying
+// the same transactions one change at a time, in source order, either
+// avoids or pins on one change; it then arms that mode up to the last
+// transaction begun. A unique violation can be an artefact of compacted
+// statements (a swap of unique values through an intermediate one); any
+// other failure of a statement of several changes, or a row count other
+// than the source's, is named exactly in strict order, change by change. A
+// failure that remains in strict order blocks.
 func (s *Service) retryStrict(err error) bool {
 	var be *BlockedError
-	if !errors.As(err, &be) || be.Code != pgerrcode.UniqueViolation {
+	if !errors.As(err, &be) || !s.retryable(be) {
 		return false
 	}
 	last := s.lastBegun.Load()
-	if last <= s.strictUntil.Load() {
-		return false
-	}
 	s.strictUntil.Store(last)
-	s.log.Info("unique violation in a batch; applying it again in source order", "table", be.Table, "until_lsn", event.LSN(last).String())
+	s.log.Info("a batch failed; applying it again one change at a time in source order", "table", be.Table, "reason", be.Reason, "until_lsn", event.LSN(last).String())
 	return true
 }
 
@@ -245,10 +287,25 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 		return err
 	}
 	err = s.framingBlocks(a.run(ctx, events))
-	if IsBlocked(err) && a.ready {
-		recordBlocked(context.Background(), conn, s.cfg.Source, err)
+	var be *BlockedError
+	if errors.As(err, &be) {
+		be.Source, be.Target = s.cfg.Source, s.cfg.Target
+		if a.ready && !s.retryable(be) {
+			var pending time.Time
+			if ns := s.oldestPending.Load(); ns != 0 {
+				pending = time.Unix(0, ns)
+			}
+			recordBlocked(context.Background(), conn, s.cfg.Source, err, pending)
+		}
 	}
 	return err
+}
+
+// retryable tells whether retryStrict takes a blocked error: a unique
+// violation or a failure of a batch, while transactions begun are not all
+// applied in strict order yet. Such an error is not recorded as a block.
+func (s *Service) retryable(be *BlockedError) bool {
+	return (be.batch || be.Code == pgerrcode.UniqueViolation) && s.lastBegun.Load() > s.strictUntil.Load()
 }
 
 // framingBlocks turns a framing error that ends two sessions in a row at
@@ -279,6 +336,7 @@ func (s *Service) connectTarget(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse target DSN: %w", err)
 	}
+	catalog.PinTextSettings(&cfg.Config)
 	cfg.RuntimeParams["session_replication_role"] = "replica"
 	cfg.RuntimeParams["default_transaction_read_only"] = "off"
 	cfg.RuntimeParams["application_name"] = "pgtandem broker2pg " + s.cfg.Source

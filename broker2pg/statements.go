@@ -48,6 +48,67 @@ func cast(t *targetTable, col, expr string) string {
 	return expr + "::" + t.columns[col].cast
 }
 
+// keyEquals compares column col of the target row t with expr, a text
+// value: as the column's base type when it is a domain (see
+// targetColumn.base), so that a domain over an enum compares too.
+func keyEquals(t *targetTable, col, expr string) string {
+	left, right := compared(t, col, expr)
+	return left + " = " + right
+}
+
+// identityDiffers tells whether identity column col of the target row t
+// differs from expr, a text value.
+func identityDiffers(t *targetTable, col, expr string) string {
+	left, right := compared(t, col, expr)
+	return left + " IS DISTINCT FROM " + right
+}
+
+func compared(t *targetTable, col, expr string) (left, right string) {
+	tc := t.columns[col]
+	left, right = "t."+tc.quoted, cast(t, col, expr)
+	if tc.base != "" {
+		left, right = left+"::"+tc.base, right+"::"+tc.base
+	}
+	return left, right
+}
+
+// replaceSQL moves rows that UPDATE cannot write, as it may not set an
+// identity-always column: it deletes the rows of t (alias t) that using
+// and where match, and inserts them again in the same statement with the
+// columns of set taken from their expressions (text values, cast to the
+// column's type) and every other column the target writes from the deleted
+// row, so that unchanged TOAST values and target-only columns are kept;
+// generated columns are computed again. ctes are WITH items using and
+// where may refer to. The statement reports one row per row moved.
+//
+// The apply session runs with session_replication_role = replica, so
+// neither user triggers nor foreign keys act on the delete (no ON DELETE
+// CASCADE, no NO ACTION check), as for the UPDATE it stands for.
+func replaceSQL(t *targetTable, ctes []string, using, where string, set map[string]string) string {
+	var cols, returning, values []string
+	for _, c := range t.order {
+		tc := t.columns[c]
+		if tc.skip {
+			continue
+		}
+		alias := "c" + strconv.Itoa(len(cols)+1)
+		cols = append(cols, c)
+		if expr, ok := set[c]; ok {
+			returning = append(returning, cast(t, c, expr)+" AS "+alias)
+		} else {
+			returning = append(returning, "t."+tc.quoted+" AS "+alias)
+		}
+		values = append(values, "d."+alias)
+	}
+	del := "DELETE FROM " + t.quoted + " AS t"
+	if using != "" {
+		del += " USING " + using
+	}
+	del += " WHERE " + where + " RETURNING " + strings.Join(returning, ", ")
+	with := append(slices.Clone(ctes), "d AS ("+del+")")
+	return "WITH " + strings.Join(with, ",\n") + "\n" + insertInto(t, cols) + " SELECT " + strings.Join(values, ", ") + " FROM d"
+}
+
 func castColumns(t *targetTable, names []string) string {
 	var out []string
 	for i, c := range names {
@@ -86,12 +147,25 @@ func writable(t *targetTable, row map[string]*string, cols []event.Column) []str
 }
 
 // settable lists the columns an UPDATE may set: not the key (matched, not
-// changed), not generated, not identity-always (PostgreSQL refuses them).
+// changed), not generated, not identity-always (PostgreSQL refuses them:
+// see replaceSQL).
 func settable(t *targetTable, cols, keyCols []string) []string {
 	var out []string
 	for _, c := range cols {
 		tc := t.columns[c]
 		if !slices.Contains(keyCols, c) && !tc.skip && !tc.identityAlways {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// identityColumns lists the identity-always columns among cols, minus
+// keyCols.
+func identityColumns(t *targetTable, cols, keyCols []string) []string {
+	var out []string
+	for _, c := range cols {
+		if t.columns[c].identityAlways && !slices.Contains(keyCols, c) {
 			out = append(out, c)
 		}
 	}

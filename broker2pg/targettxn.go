@@ -34,6 +34,9 @@ type targetTxn struct {
 	// the COMMIT of a source transaction skipped after it as already
 	// applied.
 	ackID pulsar.MessageID
+	// skipped are the changes it passes over as recorded in
+	// pgtandem.apply_skips; its commit records that it did.
+	skipped []skippedChange
 }
 
 // ackUpTo moves the acknowledgement to id unless it is there already: a
@@ -88,6 +91,7 @@ func (a *applier) commitTargetTxn(ctx context.Context) error {
 	if tx.lastCommit == nil {
 		a.rollback()
 		a.unacked = tx.ackID
+		a.settlePending(time.Time{})
 		return a.ack()
 	}
 	if err := a.wait(); err != nil {
@@ -95,25 +99,60 @@ func (a *applier) commitTargetTxn(ctx context.Context) error {
 	}
 	last := tx.lastCommit
 	queries := a.plan.take()
+	for _, sk := range tx.skipped {
+		queries = append(queries, query{sql: markSkippedSQL, args: []any{a.svc.cfg.Source, sk.lsn.String(), sk.change, idString(sk.msgID)}, expect: 1})
+	}
+	if a.blockedRow {
+		queries = append(queries, query{sql: clearBlockedAtSQL, args: []any{a.svc.cfg.Source}, expect: -1})
+	}
+	// A statement that must change a number of rows is checked before
+	// COMMIT is sent: in the same round trip, the target would commit
+	// before the count is read.
+	counted := slices.ContainsFunc(queries, func(q query) bool { return q.expect >= 0 })
 	queries = append(queries,
 		query{sql: catalog.OriginXactSQL, args: []any{last.EndLSN.String(), last.CommitTime}, expect: -1},
 		query{sql: catalog.RecordProgressSQL, args: []any{a.svc.cfg.Source, a.topic, a.system, last.LSN.String(), last.EndLSN.String(), tx.lastCommitID.String(), last.CommitTime}, expect: 1},
-		query{sql: "COMMIT", expect: -1},
 	)
-	if err := a.exec(ctx, queries); err != nil {
+	commit := query{sql: "COMMIT", expect: -1}
+	if counted {
+		if err := a.exec(ctx, queries, nil); err != nil {
+			return err
+		}
+		queries = nil
+	}
+	if err := a.exec(ctx, append(queries, commit), nil); err != nil {
 		return err
 	}
 	took := time.Since(tx.started)
 	a.targetTxn = nil
 	a.unacked = tx.ackID
+	a.blockedRow = false
 	s := a.svc
 	s.applied.Store(uint64(last.LSN))
-	s.lag.Store(int64(time.Since(last.CommitTime)))
+	a.settlePending(last.CommitTime)
+	for _, sk := range tx.skipped {
+		a.log.Warn("passed over a change as recorded in pgtandem.apply_skips", "table", sk.table, "lsn", sk.lsn.String(), "change", sk.change, "message", idString(sk.msgID))
+	}
 	if s.blocked.Swap(false) {
+		s.blockedErr.Store(nil)
 		a.log.Info("apply unblocked")
 	}
 	s.metrics.committed(tx.sourceTxns, tx.rows, took)
 	return a.ack()
+}
+
+// settlePending updates Service.oldestPending after a target commit: no
+// change is pending when no message is at hand; while more are, the next
+// transaction committed at or after lastCommit, whose time stands in until
+// it begins.
+func (a *applier) settlePending(lastCommit time.Time) {
+	a.pendingBegun = false
+	switch {
+	case !a.waiting():
+		a.svc.oldestPending.Store(0)
+	case !lastCommit.IsZero():
+		a.svc.oldestPending.Store(lastCommit.UnixNano())
+	}
 }
 
 func (a *applier) ack() error {
@@ -137,7 +176,7 @@ func (a *applier) flushAsync(ctx context.Context, queries []query) error {
 		return err
 	}
 	done := make(chan error, 1)
-	go func() { done <- a.exec(ctx, queries) }()
+	go func() { done <- a.exec(ctx, queries, nil) }()
 	a.inflight = done
 	return nil
 }
@@ -153,9 +192,18 @@ func (a *applier) wait() error {
 	return err
 }
 
-// exec sends queries in one round trip (pipelined) and turns a failure into
-// a *BlockedError naming the table and message when the data is at fault.
-func (a *applier) exec(ctx context.Context, queries []query) error {
+// changeAt is the one change a strict round trip applies.
+type changeAt struct {
+	ev    *event.Event
+	msgID pulsar.MessageID
+}
+
+// exec sends queries in one round trip (pipelined) and turns a failure, or
+// a statement that changed another number of rows than the source did, into
+// a *BlockedError. With at, the queries are those of that one change, which
+// the error names; without, the error is one of the batch, which the
+// service applies again in strict order to find the change at fault.
+func (a *applier) exec(ctx context.Context, queries []query, at *changeAt) error {
 	if len(queries) == 0 {
 		return nil
 	}
@@ -168,11 +216,12 @@ func (a *applier) exec(ctx context.Context, queries []query) error {
 	for _, q := range queries {
 		tag, err := br.Exec()
 		if err != nil {
-			execErr = a.blame(q, err)
+			execErr = blame(failedQuery(q, queries, err), err, at)
 			break
 		}
-		if q.expect >= 0 && tag.RowsAffected() < int64(q.expect) {
-			a.log.Warn("rows missing on the target", "table", q.table, "changed", tag.RowsAffected(), "want", q.expect, "message", idString(q.msgID), "lsn", q.lsn)
+		if q.expect >= 0 && tag.RowsAffected() != int64(q.expect) {
+			execErr = rowCountDiffers(q, tag.RowsAffected(), at)
+			break
 		}
 	}
 	if err := br.Close(); err != nil && execErr == nil {
@@ -181,13 +230,45 @@ func (a *applier) exec(ctx context.Context, queries []query) error {
 	return execErr
 }
 
+// failedQuery returns the query err is about. A statement the target cannot
+// even prepare fails the whole round trip before any statement runs, and
+// pgx reports it on the first: its SQL tells which one it was.
+func failedQuery(q query, queries []query, err error) query {
+	var pre pgx.ErrPreprocessingBatch
+	if !errors.As(err, &pre) {
+		return q
+	}
+	for _, candidate := range queries {
+		if candidate.sql == pre.SQL() {
+			return candidate
+		}
+	}
+	return q
+}
+
+// rowCountDiffers is the error of a statement that changed n rows where the
+// source changed q.expect.
+func rowCountDiffers(q query, n int64, at *changeAt) error {
+	if q.table == "" {
+		return fmt.Errorf("apply: pgtandem's own statement changed %d rows, expected %d: %s", n, q.expect, q.sql)
+	}
+	if at == nil {
+		return &BlockedError{Table: q.table, MessageID: idString(q.msgID), LSN: q.lsn.String(), batch: true,
+			Reason: fmt.Sprintf("a statement applying changes from this message on changed %d rows of the table, the source changed %d", n, q.expect)}
+	}
+	mr := &MissingRowError{Table: q.table, Kind: string(at.ev.Kind), Key: describeKey(at.ev), LSN: at.ev.LSN.String(), Change: at.ev.Seq, MessageID: idString(at.msgID), Matched: n,
+		WholeRow: at.ev.ReplicaIdentity == "full" || !slices.ContainsFunc(at.ev.Columns, func(c event.Column) bool { return c.Key })}
+	return &BlockedError{Table: mr.Table, MessageID: mr.MessageID, LSN: mr.LSN, Change: mr.Change, Reason: mr.Error(), Err: mr}
+}
+
 // blockingClasses are the SQLSTATE classes that fail again on every retry
 // until someone fixes the target: data exceptions (22), integrity
 // violations (23), undefined objects or mismatched types (42).
 var blockingClasses = []string{pgerrcode.DataException, pgerrcode.IntegrityConstraintViolation, pgerrcode.SyntaxErrorOrAccessRuleViolation}
 
-// blame names what a failed statement was about.
-func (a *applier) blame(q query, err error) error {
+// blame names what a failed statement was about: the change at, or the
+// statement's first message for a statement of a batch.
+func blame(q query, err error, at *changeAt) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || q.table == "" {
 		return fmt.Errorf("apply: %w", err)
@@ -203,7 +284,10 @@ func (a *applier) blame(q query, err error) error {
 	if pgErr.ColumnName != "" {
 		col = event.QuoteIdent(pgErr.ColumnName)
 	}
-	return &BlockedError{Table: q.table, Column: col, MessageID: idString(q.msgID), LSN: q.lsn.String(), Reason: reason, Code: pgErr.Code}
+	if at == nil {
+		return &BlockedError{Table: q.table, Column: col, MessageID: idString(q.msgID), LSN: q.lsn.String(), Reason: reason, Code: pgErr.Code, batch: true}
+	}
+	return &BlockedError{Table: q.table, Column: col, MessageID: idString(at.msgID), LSN: at.ev.LSN.String(), Change: at.ev.Seq, Reason: reason, Code: pgErr.Code}
 }
 
 // sameClass reports whether SQLSTATE code is of the class of classCode (a
@@ -228,8 +312,11 @@ func (a *applier) rollback() {
 }
 
 // recordBlocked writes the reason into apply_progress for `pgtandem
-// status`, on the session's connection, so it carries the origin.
-func recordBlocked(ctx context.Context, conn *pgx.Conn, source string, err error) {
+// status`, with the change it is blocked at for `pgtandem apply skip` and
+// the source commit time of the oldest transaction held back (pending, 0
+// when unknown) for the lag, on the session's connection, so it carries
+// the origin.
+func recordBlocked(ctx context.Context, conn *pgx.Conn, source string, err error, pending time.Time) {
 	if conn == nil || conn.IsClosed() {
 		return
 	}
@@ -241,4 +328,13 @@ func recordBlocked(ctx context.Context, conn *pgx.Conn, source string, err error
 		_, _ = conn.Exec(ctx, "ROLLBACK")
 	}
 	_, _ = conn.Exec(ctx, catalog.SetBlockedSQL, source, strings.ToValidUTF8(reason, "?"))
+	var at blockedAtArgs
+	var be *BlockedError
+	if errors.As(err, &be) && be.Change > 0 {
+		at.lsn, at.change, at.table = &be.LSN, &be.Change, &be.Table
+	}
+	if !pending.IsZero() {
+		at.commitTime = &pending
+	}
+	_, _ = conn.Exec(ctx, setBlockedAtSQL, source, at.commitTime, at.lsn, at.change, at.table)
 }

@@ -52,9 +52,10 @@ func IsFatal(err error) bool {
 	var (
 		pe *catalog.PreflightError
 		ri *catalog.ReplicaIdentityError
+		pi *catalog.PartitionIdentityError
 		se *SlotError
 		tm *TopicMismatchError
 		pr *ProtocolError
 	)
-	return errors.As(err, &pe) || errors.As(err, &ri) || errors.As(err, &se) || errors.As(err, &tm) || errors.As(err, &pr)
+	return errors.As(err, &pe) || errors.As(err, &ri) || errors.As(err, &pi) || errors.As(err, &se) || errors.As(err, &tm) || errors.As(err, &pr)
 }

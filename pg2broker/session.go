@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtandem/pgtandem/internal/catalog"
 )
@@ -15,7 +13,7 @@ import (
 // resume point, stream.
 func (s *Service) session(ctx context.Context) error {
 	s.setState("connecting")
-	conn, err := pgx.Connect(ctx, s.cfg.DSN)
+	conn, err := catalog.Connect(ctx, s.cfg.DSN)
 	if err != nil {
 		return fmt.Errorf("connect to source: %w", err)
 	}
@@ -59,9 +57,9 @@ func (s *Service) session(ctx context.Context) error {
 		log.Info("created slot", "at", src.confirmed)
 	}
 
-	repl, err := replicationConn(ctx, s.cfg.DSN)
+	repl, err := catalog.ConnectReplication(ctx, s.cfg.DSN)
 	if err != nil {
-		return err
+		return fmt.Errorf("replication connection to source: %w", err)
 	}
 	defer repl.Close(context.Background())
 	err = pglogrepl.StartReplication(ctx, repl, slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(src.Major)})
@@ -77,19 +75,6 @@ func (s *Service) session(ctx context.Context) error {
 	log.Info("streaming", "from", src.confirmed, "pg_major", src.Major, "resume_after", tail)
 	s.setState("streaming")
 	return st.run(ctx)
-}
-
-func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("parse source DSN: %w", err)
-	}
-	cfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("replication connection to source: %w", err)
-	}
-	return conn, nil
 }
 
 // pluginArgs asks each major for the newest pgoutput protocol it speaks

@@ -31,6 +31,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
+
+	pgtcatalog "github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // Config says what to compare.
@@ -187,12 +189,10 @@ func openPool(ctx context.Context, dsn string, jobs int, side string) (*pgxpool.
 	// one pass.
 	cfg.ConnConfig.RuntimeParams["enable_sort"] = "off"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "pgtandem verify"
-	// Text forms that depend on session settings are read in the same
-	// settings on both sides, whatever each server's defaults.
-	for name, value := range map[string]string{"TimeZone": "UTC", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres",
-		"extra_float_digits": "1", "bytea_output": "hex", "lc_monetary": "C"} {
-		cfg.ConnConfig.RuntimeParams[name] = value
-	}
+	// Rows are hashed by their text forms: read in the same settings on
+	// both sides, whatever each server's defaults, and in those capture and
+	// apply carried them in.
+	pgtcatalog.PinTextSettings(&cfg.ConnConfig.Config)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("verify: connect to %s: %w", side, err)

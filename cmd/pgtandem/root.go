@@ -106,6 +106,7 @@ See docs/configuration.md.`,
 		newInitCmd(a),
 		newVerifyCmd(a),
 		newStatusCmd(a),
+		newApplyCmd(a),
 		newDemoCmd(a),
 	)
 	return root

@@ -53,9 +53,11 @@ func newStatusCmd(a *app) *cobra.Command {
 		Short: "Show slot positions, apply progress, lag and blocked reasons of every cluster and direction",
 		Long: `status connects to every configured cluster and shows, per cluster, the position of its
 capture slot (pgtandem_<cluster>) and how far it lags, and per direction (a target holding
-pgtandem.apply_progress rows of a source) the last applied LSN, the lag from source commit to
-target commit, the topic backlog of the subscription (from pulsar.admin-url) and why the apply is
-blocked, if it is. It exits 1 when a cluster could not be read.`,
+pgtandem.apply_progress rows of a source) the last applied LSN, the lag (the age of the oldest
+source change not applied: 0 when the subscription's backlog is empty, growing while the apply is
+blocked; ? when the backlog cannot be read), the topic backlog of the subscription (from
+pulsar.admin-url) and why the apply is blocked, if it is. It exits 1 when a cluster could not be
+read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			report, err := collectStatus(cmd.Context(), a.cfg)
@@ -144,19 +146,56 @@ func clusterState(ctx context.Context, cfg config.Config, name string, readBackl
 	var dirs []directionStatus
 	for _, p := range progress {
 		d := directionStatus{From: p.Source, To: name, Topic: p.Topic, AppliedLSN: p.CommitLSN.String(), Blocked: p.BlockedReason}
+		var lastCommit time.Time
 		if !p.CommitTime.IsZero() && p.CommitTime.Unix() != 0 {
+			lastCommit = p.CommitTime
 			d.LastCommitTime = p.CommitTime.UTC().Format(time.RFC3339Nano)
-			lag := p.AppliedAt.Sub(p.CommitTime).Seconds()
-			d.LagSeconds = &lag
 		}
 		if backlog, err := readBacklog(ctx, p.Topic, catalog.SubscriptionName(name)); err != nil {
 			d.BacklogError = err.Error()
 		} else {
 			d.Backlog = &backlog
 		}
+		var blocked broker2pg.BlockedAt
+		if p.BlockedReason != "" {
+			if blocked, err = broker2pg.ReadBlockedAt(ctx, conn, p.Source); err != nil {
+				return cs, nil, err
+			}
+		}
+		d.LagSeconds = applyLag(lastCommit, blocked, d.Backlog, time.Now())
 		dirs = append(dirs, d)
 	}
 	return cs, dirs, nil
+}
+
+// applyLag is the age of the oldest source change the target has not
+// applied, nil when status cannot tell. Blocked, it is the age of the
+// oldest transaction held back (or, when the target did not record it, of
+// the last one applied, which is older). Not blocked, it is 0 when the
+// subscription's backlog is empty (caught up and idle), else the age of the
+// last applied transaction, which the oldest pending one is not older than;
+// without a backlog, caught up and behind cannot be told apart.
+func applyLag(lastCommit time.Time, blocked broker2pg.BlockedAt, backlog *int64, now time.Time) *float64 {
+	age := func(since time.Time) *float64 {
+		if since.IsZero() {
+			return nil
+		}
+		s := max(now.Sub(since).Seconds(), 0)
+		return &s
+	}
+	switch {
+	case blocked.Reason != "" && !blocked.CommitTime.IsZero():
+		return age(blocked.CommitTime)
+	case blocked.Reason != "":
+		return age(lastCommit)
+	case backlog == nil:
+		return nil
+	case *backlog == 0:
+		zero := 0.0
+		return &zero
+	default:
+		return age(lastCommit)
+	}
 }
 
 func printStatus(w io.Writer, r statusReport) {
@@ -172,7 +211,7 @@ func printStatus(w io.Writer, r statusReport) {
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "FROM\tTO\tAPPLIED LSN\tLAG SECONDS\tBACKLOG\tBLOCKED")
 	for _, d := range r.Directions {
-		lag, backlog := "-", "?"
+		lag, backlog := "?", "?"
 		if d.LagSeconds != nil {
 			lag = fmt.Sprintf("%.3f", *d.LagSeconds)
 		}

@@ -10,6 +10,9 @@
 //     up to date by [Migrate] under a recorded schema version, so that a
 //     later pgtandem adds tables by adding a migration;
 //   - the source preflight ([PrepareSource]) that capture and init share;
+//   - the session settings that fix values' text forms, pinned on every
+//     connection that reads or writes values ([TextSettings],
+//     [PinTextSettings]);
 //   - the apply-progress and per-table handoff stores ([ReadProgress],
 //     [EnsureProgress], [RecordHandoff], [RecordTableHandoffs]) that apply,
 //     init and status share.

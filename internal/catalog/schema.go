@@ -70,6 +70,33 @@ CREATE TABLE IF NOT EXISTS pgtandem.init_tables (
 	copied_at      timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (source_cluster, schema_name, table_name, part)
 );`,
+	// 2: where a blocked apply stands, and the changes an operator skipped.
+	`
+-- Set with blocked_reason: the source commit time of the oldest transaction
+-- the blocked apply holds back (what pgtandem status shows as its lag), and
+-- the change it is blocked at when it is one change (what pgtandem apply
+-- skip checks).
+ALTER TABLE pgtandem.apply_progress
+	ADD COLUMN IF NOT EXISTS blocked_commit_time timestamptz,
+	ADD COLUMN IF NOT EXISTS blocked_lsn         pg_lsn,
+	ADD COLUMN IF NOT EXISTS blocked_change      int,
+	ADD COLUMN IF NOT EXISTS blocked_table       text;
+-- apply_skips: changes an operator told the apply to pass over (pgtandem
+-- apply skip), each the change-th of the source transaction committed at
+-- commit_lsn; the apply sets skipped_at and message_id in the target
+-- transaction that passes over it.
+CREATE TABLE IF NOT EXISTS pgtandem.apply_skips (
+	source_cluster text NOT NULL,
+	commit_lsn     pg_lsn NOT NULL,
+	change         int NOT NULL,
+	table_name     text NOT NULL,
+	blocked_reason text NOT NULL,
+	requested_by   text NOT NULL DEFAULT current_user,
+	requested_at   timestamptz NOT NULL DEFAULT now(),
+	skipped_at     timestamptz,
+	message_id     text,
+	PRIMARY KEY (source_cluster, commit_lsn, change)
+);`,
 }
 
 // SchemaVersion is the version of the pgtandem schema this build writes.
@@ -82,6 +109,7 @@ var SchemaVersion = len(migrations)
 // any table.
 var bookkeeping = map[string]bool{
 	"schema_version": true, "apply_progress": true, "init_state": true, "init_tables": true, "table_handoff": true,
+	"apply_skips": true,
 }
 
 // IsBookkeeping tells whether schema.table is one of pgtandem's own state

@@ -1,0 +1,92 @@
+package catalog
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TextSettings are the session settings that change the text form of a value
+// (PostgreSQL's output and input functions read them): a date under
+// DateStyle 'SQL, DMY', an interval under IntervalStyle sql_standard, a
+// timestamptz under another TimeZone, a float under extra_float_digits 0,
+// money under another lc_monetary, every string under another
+// client_encoding. Every connection that reads or writes values (capture,
+// apply, init's copy and pg_dump/pg_restore, verify) pins them, so both
+// clusters speak the same text whatever their server, database or role
+// defaults say.
+//
+// extra_float_digits 3 is exact on every major: 12 and later print the
+// shortest exact form for any positive value, 11 prints 17 digits.
+// xmloption, array_nulls and standard_conforming_strings only change input:
+// an XML fragment is refused under xmloption document, an unquoted NULL in
+// an array literal becomes the string "NULL" under array_nulls off, and a
+// backslash in the SQL literals init and verify build (key range bounds)
+// becomes an escape under standard_conforming_strings off.
+var TextSettings = map[string]string{
+	"DateStyle":                   "ISO, MDY",
+	"IntervalStyle":               "postgres",
+	"TimeZone":                    "UTC",
+	"extra_float_digits":          "3",
+	"bytea_output":                "hex",
+	"lc_monetary":                 "C",
+	"client_encoding":             "UTF8",
+	"xmloption":                   "content",
+	"array_nulls":                 "on",
+	"standard_conforming_strings": "on",
+}
+
+// PinTextSettings makes TextSettings startup parameters of cfg. A setting
+// sent at startup overrides postgresql.conf, ALTER SYSTEM, ALTER DATABASE
+// and ALTER ROLE defaults and the DSN's options; it applies to replication
+// connections (the walsender's output functions) as well.
+func PinTextSettings(cfg *pgconn.Config) {
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	for name, value := range TextSettings {
+		cfg.RuntimeParams[name] = value
+	}
+}
+
+// TextSettingsOptions is TextSettings as libpq's options parameter (for
+// PGOPTIONS of pg_dump and pg_restore): "-c name=value" each, in name
+// order, spaces and backslashes escaped as libpq requires.
+func TextSettingsOptions() string {
+	names := slices.Sorted(maps.Keys(TextSettings))
+	escape := strings.NewReplacer(`\`, `\\`, ` `, `\ `)
+	opts := make([]string, len(names))
+	for i, name := range names {
+		opts[i] = "-c " + name + "=" + escape.Replace(TextSettings[name])
+	}
+	return strings.Join(opts, " ")
+}
+
+// Connect opens a session to dsn with TextSettings pinned: the connection
+// capture and init read values with.
+func Connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	PinTextSettings(&cfg.Config)
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// ConnectReplication opens a walsender session (replication=database) to
+// dsn with TextSettings pinned. pgoutput prints every value with the
+// walsender's output functions, so its settings, not the source's
+// defaults, decide what the events carry.
+func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	PinTextSettings(cfg)
+	cfg.RuntimeParams["replication"] = "database"
+	return pgconn.ConnectConfig(ctx, cfg)
+}
