@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
@@ -16,38 +15,9 @@ import (
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
-	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/testwait"
 )
-
-// topicChange reads topic from its start until a change match accepts and
-// returns where it is: its transaction's commit LSN, its position in it and
-// its message id.
-func topicChange(t *testing.T, url, topic, what string, match func(*event.Event) bool) (event.LSN, int, string) {
-	t.Helper()
-	client, err := pulsarclient.New(pulsarclient.Options{URL: url, Log: servicetest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	reader, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: pulsar.EarliestMessageID()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for {
-		msg, err := reader.Next(ctx)
-		if err != nil {
-			t.Fatalf("%s not in topic %s: %v", what, topic, err)
-		}
-		if ev, err := event.Unmarshal(msg.Payload()); err == nil && match(ev) {
-			return ev.LSN, ev.Seq, msg.ID().String()
-		}
-	}
-}
 
 // waitCause waits until the apply stands blocked with a cause of type T and
 // returns it.
@@ -145,7 +115,7 @@ func TestMissingRowBlocksUntilSkipped(t *testing.T) {
 	exec(t, src, `UPDATE items SET v = 'x' WHERE id <= 4`)
 	committed := time.Now()
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
-	lsn, change, msgID := topicChange(t, b.URL(), topic, "the update of items 3", isChange(event.KindUpdate, "items", "id", "3"))
+	lsn, change, msgID := servicetest.ChangeInTopic(t, b.URL(), topic, "the update of items 3", isChange(event.KindUpdate, "items", "id", "3"))
 	mr := waitCause[*broker2pg.MissingRowError](t, svc, "the update of items 3")
 	if mr.Table != `"public"."items"` || mr.Kind != "update" || mr.Key != `("id")=('3')` || mr.LSN != lsn.String() || mr.Change != change || mr.MessageID != msgID || mr.Matched != 0 {
 		t.Fatalf("blocked with %#v; want the update of items key 3 at change %d of %s, message %s", mr, change, lsn, msgID)
@@ -194,7 +164,7 @@ func TestMissingRowBlocksUntilSkipped(t *testing.T) {
 	if l, err := event.ParseLSN(mr.LSN); err == nil {
 		lsn = l
 	}
-	firstLSN, first, _ := topicChange(t, b.URL(), topic, "the first delete of bag 2", isChange(event.KindDelete, "bag", "a", "2"))
+	firstLSN, first, _ := servicetest.ChangeInTopic(t, b.URL(), topic, "the first delete of bag 2", isChange(event.KindDelete, "bag", "a", "2"))
 	if mr.Table != `"public"."bag"` || mr.Kind != "delete" || mr.Key != `("a", "b")=('2', 'two')` || lsn != firstLSN || mr.Change != first+1 || !mr.WholeRow {
 		t.Fatalf("blocked with %#v; want the second delete of bag (2, two), change %d of %s", mr, first+1, firstLSN)
 	}
@@ -240,7 +210,7 @@ func TestReplicaIdentityOfPartitionBlocks(t *testing.T) {
 
 	exec(t, src, `UPDATE ev SET payload = 'b2' WHERE id = 2`)
 	exec(t, src, `INSERT INTO marker VALUES (2)`)
-	lsn, change, msgID := topicChange(t, b.URL(), topic, "the update of ev 2", isChange(event.KindUpdate, "ev", "id", "2"))
+	lsn, change, msgID := servicetest.ChangeInTopic(t, b.URL(), topic, "the update of ev 2", isChange(event.KindUpdate, "ev", "id", "2"))
 	ri := waitCause[*broker2pg.ReplicaIdentityError](t, svc, "the update of ev 2")
 	if ri.Table != `"public"."ev"` || ri.LSN != lsn.String() || ri.Change != change || ri.MessageID != msgID {
 		t.Fatalf("blocked with %#v; want change %d of %s, message %s", ri, change, lsn, msgID)
@@ -293,7 +263,7 @@ func TestBlockedNamesTheFailingChange(t *testing.T) {
 	// Everything is in the topic before the apply starts: the first target
 	// transaction takes it all.
 	waitMarkerInTopic(t, b, topic, 2)
-	lsn, change, msgID := topicChange(t, b.URL(), topic, "the update of t", isChange(event.KindUpdate, "t", "v", "two"))
+	lsn, change, msgID := servicetest.ChangeInTopic(t, b.URL(), topic, "the update of t", isChange(event.KindUpdate, "t", "v", "two"))
 	svc, stop := servicetest.Apply(t, dstSrv, "src", "dst", b.URL(), topic)
 	be := waitCause[*broker2pg.BlockedError](t, svc, `"public"."t"`)
 	if be.Table != `"public"."t"` || be.LSN != lsn.String() || be.Change != change || be.MessageID != msgID || be.Code != pgerrcode.UndefinedFunction {

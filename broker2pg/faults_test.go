@@ -18,8 +18,6 @@ import (
 	"github.com/pgtandem/pgtandem/internal/testwait"
 
 	"github.com/apache/pulsar-client-go/pulsar"
-	"github.com/apache/pulsar-client-go/pulsaradmin"
-	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
@@ -189,42 +187,7 @@ func waitBlocked(t *testing.T, svc *broker2pg.Service, dst *pgx.Conn, want strin
 func waitHeldBack(t *testing.T, b *brokertest.Broker, topic string, n int) {
 	t.Helper()
 	waitMarkerInTopic(t, b, topic, n)
-	admin, err := pulsaradmin.NewClient(&pulsaradmin.Config{WebServiceURL: b.AdminURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	name, err := utils.GetTopicName(topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subscription := func() (utils.SubscriptionStats, error) {
-		stats, err := admin.Topics().GetStats(*name)
-		if err != nil {
-			return utils.SubscriptionStats{}, err
-		}
-		sub, ok := stats.Subscriptions[catalog.SubscriptionName("dst")]
-		if !ok {
-			return sub, fmt.Errorf("no subscription %s on %s", catalog.SubscriptionName("dst"), topic)
-		}
-		return sub, nil
-	}
-	before, err := subscription()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if before.MsgBacklog == 0 {
-		t.Fatalf("marker %d is in the topic but the subscription's backlog is empty: it was acknowledged", n)
-	}
-	testwait.For(t, time.Minute, fmt.Sprintf("backlog of %d messages handed to the apply twice", before.MsgBacklog), func() error {
-		now, err := subscription()
-		if err != nil {
-			return err
-		}
-		if out := now.MsgOutCounter - before.MsgOutCounter; out < 2*before.MsgBacklog {
-			return fmt.Errorf("%d messages delivered since the marker was in the topic", out)
-		}
-		return nil
-	})
+	servicetest.WaitHandedOverTwice(t, b.AdminURL(), topic, catalog.SubscriptionName("dst"))
 }
 
 // waitMarkerInTopic reads topic from its start until it holds the whole

@@ -9,16 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/pulsar-client-go/pulsar"
-	"github.com/apache/pulsar-client-go/pulsaradmin"
-	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
-	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/testwait"
 )
@@ -70,7 +66,7 @@ func TestApplySkipCommand(t *testing.T) {
 		waitStatus(t, env, "blocked at the "+c.name+" of items "+c.id, func(s statusJSON) bool {
 			return len(s.Directions) == 1 && containsAll(s.Directions[0].Blocked, want)
 		})
-		waitHandedOverTwice(t, b, topic)
+		servicetest.WaitHandedOverTwice(t, b.AdminURL(), topic, catalog.SubscriptionName("dst"))
 		if markerApplied(t, dstConn, c.marker) {
 			t.Fatalf("%s: marker %d behind the blocked change applied", c.name, c.marker)
 		}
@@ -151,77 +147,12 @@ func containsAll(s string, parts []string) bool {
 // LSN, its position in it and its message id.
 func changeInTopic(t *testing.T, url, topic string, kind event.Kind, table, column, value string) (event.LSN, int, string) {
 	t.Helper()
-	client, err := pulsarclient.New(pulsarclient.Options{URL: url, Log: servicetest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	reader, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: pulsar.EarliestMessageID()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for {
-		msg, err := reader.Next(ctx)
-		if err != nil {
-			t.Fatalf("%s of %s %s = %s not in topic %s: %v", kind, table, column, value, topic, err)
-		}
-		ev, err := event.Unmarshal(msg.Payload())
-		if err != nil || ev.Kind != kind || ev.Table != table {
-			continue
-		}
+	return servicetest.ChangeInTopic(t, url, topic, fmt.Sprintf("%s of %s %s = %s", kind, table, column, value), func(ev *event.Event) bool {
 		row := ev.New
 		if kind == event.KindDelete {
 			row = ev.Old
 		}
-		if v := row[column]; v != nil && *v == value {
-			return ev.LSN, ev.Seq, msg.ID().String()
-		}
-	}
-}
-
-// waitHandedOverTwice waits until the broker has handed the subscription's
-// backlog to the apply twice since now: the second hand-over starts only
-// once the session that held it ended blocked, so a change behind the
-// blocked one that is still missing then was held back, not late.
-func waitHandedOverTwice(t *testing.T, b *brokertest.Broker, topic string) {
-	t.Helper()
-	admin, err := pulsaradmin.NewClient(&pulsaradmin.Config{WebServiceURL: b.AdminURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	name, err := utils.GetTopicName(topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subscription := func() (utils.SubscriptionStats, error) {
-		stats, err := admin.Topics().GetStats(*name)
-		if err != nil {
-			return utils.SubscriptionStats{}, err
-		}
-		sub, ok := stats.Subscriptions[catalog.SubscriptionName("dst")]
-		if !ok {
-			return sub, fmt.Errorf("no subscription %s on %s", catalog.SubscriptionName("dst"), topic)
-		}
-		return sub, nil
-	}
-	before, err := subscription()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if before.MsgBacklog == 0 {
-		t.Fatal("the apply is blocked but the subscription's backlog is empty: the blocked messages were acknowledged")
-	}
-	testwait.For(t, 2*time.Minute, fmt.Sprintf("backlog of %d messages handed to the apply twice", before.MsgBacklog), func() error {
-		now, err := subscription()
-		if err != nil {
-			return err
-		}
-		if out := now.MsgOutCounter - before.MsgOutCounter; out < 2*before.MsgBacklog {
-			return fmt.Errorf("%d messages delivered", out)
-		}
-		return nil
+		v := row[column]
+		return ev.Kind == kind && ev.Table == table && v != nil && *v == value
 	})
 }
