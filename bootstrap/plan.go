@@ -134,7 +134,8 @@ func checkEmpty(ctx context.Context, conn *pgx.Conn, tables []sourceTable) error
 // splitTables fills in the columns of every table and cuts tables of more
 // than splitRows rows into ranges of their first key column, taken from the
 // planner's histogram, so that one large table is copied by several
-// sessions at once. A table without key or statistics stays whole.
+// sessions at once; a key of a domain type is ranged over as its base type.
+// A table without key or statistics stays whole.
 func splitTables(ctx context.Context, conn *pgx.Conn, tables []sourceTable, splitRows int, major int) ([]sourceTable, error) {
 	generated := "false"
 	if major >= 12 {
@@ -151,9 +152,11 @@ func splitTables(ctx context.Context, conn *pgx.Conn, tables []sourceTable, spli
 			             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND NOT (`+generated+`)
 			             ORDER BY a.attnum),
 			       greatest(c.reltuples, 0),
-			       (SELECT quote_ident(a.attname) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			       (SELECT quote_ident(a.attname) || coalesce('::' || `+catalog.DomainBaseSQL("a.atttypid")+`, '')
+			         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 			         WHERE i.indrelid = c.oid AND i.indisprimary),
-			       (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			       (SELECT coalesce(`+catalog.DomainBaseSQL("a.atttypid")+`, format_type(a.atttypid, a.atttypmod))
+			         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 			         WHERE i.indrelid = c.oid AND i.indisprimary),
 			       coalesce((SELECT s.histogram_bounds::text::text[] FROM pg_stats s, pg_index i, pg_attribute a
 			         WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid AND a.attnum = i.indkey[0]

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // targetTable is what the apply needs to know of one table on the target.
@@ -34,14 +35,8 @@ type targetColumn struct {
 	// session: values are cast from text to it, so every type goes through
 	// its own input function and round-trips byte for byte.
 	cast string
-	// base is the ultimate base type of a domain column (typbasetype
-	// followed down), "" for other columns. Keys are compared as it: no
-	// '=' resolves for a domain over an enum, whose '=' is the polymorphic
-	// anyenum one, while a cast of a domain to its base type is a
-	// RelabelType that keeps the index in use. It is printed without the
-	// domain's typmod: a cast to varchar(8) or numeric(10,2) is a length
-	// coercion function that hides the column from its index, and the
-	// values compared already have the typmod.
+	// base is the ultimate base type of a domain column, "" for other
+	// columns: keys are compared as it (catalog.DomainBaseSQL says why).
 	base string
 	// skip marks generated columns, which are never written.
 	skip bool
@@ -89,19 +84,10 @@ func (c *schemaCache) table(ctx context.Context, name event.TableName) (*targetT
 		return nil, &BlockedError{Table: quoted, Reason: "the table does not exist on the target; create it with the source's definition"}
 	}
 	t := &targetTable{name: name, quoted: quoted, oid: *oid, partitioned: partitioned, columns: map[string]*targetColumn{}}
-	// format_type(oid, -1) prints a base type without typmod in a form
-	// that casts to it, where format_type(oid, NULL) would print "bit" or
-	// "character", which mean bit(1) and char(1).
 	rows, err := c.conn.Query(ctx, `
-		SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '', a.attidentity = 'a', coalesce(b.base, '')
+		SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '', a.attidentity = 'a',
+			coalesce(`+catalog.DomainBaseSQL("a.atttypid")+`, '')
 		FROM pg_attribute a
-		LEFT JOIN LATERAL (
-			WITH RECURSIVE d(typid, depth) AS (
-				SELECT a.atttypid, 0
-				UNION ALL
-				SELECT t.typbasetype, d.depth + 1 FROM d JOIN pg_type t ON t.oid = d.typid WHERE t.typtype = 'd')
-			SELECT format_type(typid, -1) AS base FROM d WHERE depth > 0 ORDER BY depth DESC LIMIT 1
-		) b ON true
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, *oid)
 	if err != nil {

@@ -19,8 +19,7 @@ func (c *comparer) compareByKey(ctx context.Context, src, dst *table, res *Table
 	for _, k := range src.Key {
 		keyText = append(keyText, pgx.Identifier{k}.Sanitize()+"::text")
 	}
-	first := pgx.Identifier{src.Key[0]}.Sanitize()
-	firstType, _ := src.columnType(src.Key[0])
+	first, firstType := src.keyOrder(src.Key[0])
 	bounds, err := c.boundaries(ctx, src, first)
 	if err != nil {
 		return err

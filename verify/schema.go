@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	pgtcatalog "github.com/pgtandem/pgtandem/internal/catalog"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -21,6 +23,9 @@ type table struct {
 
 type column struct {
 	Name, Type string
+	// Base is the ultimate base type of a domain column, "" for others: a
+	// key is ranged over as it (catalog.DomainBaseSQL says why).
+	Base string
 }
 
 func (t *table) qualified() string {
@@ -28,6 +33,20 @@ func (t *table) qualified() string {
 }
 
 func (t *table) id() string { return t.Schema + "." + t.Name }
+
+// keyOrder returns the expression and type by which rows are ranged over
+// column name: the column itself, or for a domain its cast to the base type.
+func (t *table) keyOrder(name string) (expr, typ string) {
+	expr = pgx.Identifier{name}.Sanitize()
+	i := slices.IndexFunc(t.Columns, func(c column) bool { return c.Name == name })
+	if i < 0 {
+		return expr, ""
+	}
+	if c := t.Columns[i]; c.Base != "" {
+		return expr + "::" + c.Base, c.Base
+	}
+	return expr, t.Columns[i].Type
+}
 
 func (t *table) columnType(name string) (string, bool) {
 	i := slices.IndexFunc(t.Columns, func(c column) bool { return c.Name == name })
@@ -50,7 +69,7 @@ const skipSchemas = `('pg_catalog', 'information_schema', 'pgtandem')`
 func readCatalog(ctx context.Context, pool *pgxpool.Pool) (*catalog, error) {
 	cat := &catalog{tables: map[string]*table{}, sequences: map[string]string{}}
 	rows, err := pool.Query(ctx, `
-		SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+		SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), coalesce(`+pgtcatalog.DomainBaseSQL("a.atttypid")+`, '')
 		FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -60,15 +79,15 @@ func readCatalog(ctx context.Context, pool *pgxpool.Pool) (*catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read tables: %w", err)
 	}
-	var schema, name, col, typ string
-	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &col, &typ}, func() error {
+	var schema, name, col, typ, base string
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &col, &typ, &base}, func() error {
 		id := schema + "." + name
 		t := cat.tables[id]
 		if t == nil {
 			t = &table{Schema: schema, Name: name}
 			cat.tables[id] = t
 		}
-		t.Columns = append(t.Columns, column{Name: col, Type: typ})
+		t.Columns = append(t.Columns, column{Name: col, Type: typ, Base: base})
 		return nil
 	})
 	if err != nil {

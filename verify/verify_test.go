@@ -28,6 +28,9 @@ CREATE TABLE part (id int, region text, PRIMARY KEY (id, region)) PARTITION BY L
 CREATE TABLE part_eu PARTITION OF part FOR VALUES IN ('eu');
 CREATE TABLE part_us PARTITION OF part FOR VALUES IN ('us');
 INSERT INTO part SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END FROM generate_series(1, 1000) g;
+CREATE DOMAIN mood_d AS mood;
+CREATE TABLE moods (m mood_d, n int, v text, PRIMARY KEY (m, n));
+INSERT INTO moods SELECT CASE WHEN g % 2 = 0 THEN 'sad' ELSE 'happy' END::mood, g, 'v' || g FROM generate_series(1, 3000) g;
 CREATE SEQUENCE invoice_no;
 ANALYZE;
 `
@@ -60,6 +63,9 @@ func TestVerify(t *testing.T) {
 	if byName(report, "public.accounts").Chunks < 25 || byName(report, "public.accounts").SourceRows != 25000 || calls == 0 {
 		t.Fatalf("accounts: %+v, progress calls %d", byName(report, "public.accounts"), calls)
 	}
+	if m := byName(report, "public.moods"); m.Chunks < 2 || m.SourceRows != 3000 {
+		t.Fatalf("moods, keyed by a domain over an enum, chunked on its base type: %+v", m)
+	}
 	if byName(report, "public.part").SourceRows != 1000 {
 		t.Fatalf("partitioned table compared through its root: %+v", byName(report, "public.part"))
 	}
@@ -74,6 +80,7 @@ func TestVerify(t *testing.T) {
 		`UPDATE typed SET big = NULL, u = '6f1c0a2e-3f0e-4b7e-9a55-1b2c3d4e5f61' WHERE id = 2`,
 		`UPDATE typed SET n = 2.5 WHERE id = 3`,               // equal as numbers, not as data
 		`UPDATE typed SET small = NULL, big = 7 WHERE id = 4`, // the same value, moved to another column
+		`UPDATE moods SET v = 'changed' WHERE m::mood = 'happy' AND n = 2999`,
 		`DROP SEQUENCE invoice_no`,
 		`ALTER TABLE part ADD COLUMN extra int`,
 	} {
@@ -96,6 +103,7 @@ func TestVerify(t *testing.T) {
 		"public.pairs":    "7, k7: missing on target|999, extra: only on target",
 		"public.logs":     "(3,dup): 50 on source, 49 on target",
 		"public.typed":    "1: different|2: different|3: different|4: different",
+		"public.moods":    "happy, 2999: different",
 	}
 	for table, rows := range want {
 		res := byName(report, table)
