@@ -195,33 +195,13 @@ func waitHeldBack(t *testing.T, b *brokertest.Broker, topic string, n int) {
 // are passed over.
 func waitMarkerInTopic(t *testing.T, b *brokertest.Broker, topic string, n int) {
 	t.Helper()
-	client, err := pulsarclient.New(pulsarclient.Options{URL: b.URL(), Log: servicetest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	reader, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: pulsar.EarliestMessageID()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	var markerLSN event.LSN
-	for {
-		msg, err := reader.Next(ctx)
-		if err != nil {
-			t.Fatalf("marker %d not in topic %s: %v", n, topic, err)
-		}
-		ev, err := event.Unmarshal(msg.Payload())
-		switch {
-		case err != nil:
-		case ev.Kind == event.KindInsert && ev.Table == "marker" && eventtest.Value(ev.New, "n") == strconv.Itoa(n):
+	servicetest.ChangeInTopic(t, b.URL(), topic, fmt.Sprintf("the commit of marker %d", n), func(ev *event.Event) bool {
+		if ev.Kind == event.KindInsert && ev.Table == "marker" && eventtest.Value(ev.New, "n") == strconv.Itoa(n) {
 			markerLSN = ev.LSN
-		case ev.Kind == event.KindCommit && markerLSN != 0 && ev.LSN == markerLSN:
-			return
 		}
-	}
+		return ev.Kind == event.KindCommit && markerLSN != 0 && ev.LSN == markerLSN
+	})
 }
 
 func checkNotApplied(t *testing.T, dst *pgx.Conn, marker int) {
