@@ -42,7 +42,7 @@ Ctrl-C stops everything it started. With --keep, everything stays running after 
 	f.StringVar(&opts.Dir, "dir", ".cache/demo", "folder for servers, broker data, log and report (deleted at start)")
 	f.IntVar(&opts.LoadSeconds, "load-seconds", 45, "how long the write load runs on old, copy included")
 	f.IntVar(&opts.Scale, "scale", 30, "pgbench scale factor of the sample database (100,000 accounts each)")
-	f.IntVar(&opts.Rate, "rate", 100, "write load in transactions per second (10 rows each)")
+	f.IntVar(&opts.Rate, "rate", 100, "write load in transactions per second (about 9 rows each)")
 	f.BoolVar(&opts.Keep, "keep", false, "leave everything running after the summary, write <dir>/pgtandem.yaml, wait for Ctrl-C")
 	return cmd
 }
