@@ -441,3 +441,26 @@ func (r *showRow) int(name string) int {
 func quoteIdent(name string) string {
 	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }
+
+// Setting returns the current value of one setting (SHOW CONFIG).
+func (b *PgBouncer) Setting(ctx context.Context, name string) (string, error) {
+	results, err := b.show(ctx, "CONFIG")
+	if err != nil {
+		return "", err
+	}
+	for _, r := range showRows(results) {
+		if r.text("key") == name {
+			return r.text("value"), nil
+		}
+	}
+	return "", fmt.Errorf("%s: SHOW CONFIG has no setting %s", b, name)
+}
+
+// Set changes a setting on the console (SET name = value) until the next
+// RELOAD or restart. value is sent as a quoted string.
+func (b *PgBouncer) Set(ctx context.Context, name, value string) error {
+	if !entryName.MatchString(name) {
+		return fmt.Errorf("%s: %q is not a setting name", b, name)
+	}
+	return b.exec(ctx, "SET "+name+" = '"+strings.ReplaceAll(value, "'", "''")+"'")
+}

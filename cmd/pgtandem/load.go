@@ -103,6 +103,7 @@ func loadConfig(cf configFlags, flags *pflag.FlagSet, environ []string) (config.
 	var cfg config.Config
 	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
 	)))
 	if err != nil {
 		// mapstructure quotes the offending value; it may be a secret.

@@ -107,6 +107,7 @@ See docs/configuration.md.`,
 		newVerifyCmd(a),
 		newStatusCmd(a),
 		newApplyCmd(a),
+		newSwitchCmd(a),
 		newDemoCmd(a),
 	)
 	return root

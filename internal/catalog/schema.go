@@ -97,6 +97,42 @@ CREATE TABLE IF NOT EXISTS pgtandem.apply_skips (
 	message_id     text,
 	PRIMARY KEY (source_cluster, commit_lsn, change)
 );`,
+	// 3: the switch's journal and marker.
+	`
+-- switches: one row per pgtandem switch, on both clusters (the switch writes
+-- each directly; capture leaves it out). state is running until the switch
+-- ends done, undone (its deadline expired, clients back on the source) or
+-- aborted (pgtandem switch --abort); a running row is what refuses a second
+-- switch and what --resume and --abort continue.
+CREATE TABLE IF NOT EXISTS pgtandem.switches (
+	switch_id          text PRIMARY KEY,
+	from_cluster       text NOT NULL,
+	to_cluster         text NOT NULL,
+	state              text NOT NULL,
+	started_at         timestamptz NOT NULL DEFAULT now(),
+	ended_at           timestamptz,
+	to_was_fenced      bool NOT NULL DEFAULT false,
+	marker_lsn         pg_lsn,
+	marker_message_id  text,
+	reverse_message_id text,
+	report             jsonb
+);
+-- switch_steps: the start and end of every step of a switch.
+CREATE TABLE IF NOT EXISTS pgtandem.switch_steps (
+	switch_id  text NOT NULL,
+	step       text NOT NULL,
+	started_at timestamptz NOT NULL,
+	ended_at   timestamptz,
+	detail     text,
+	PRIMARY KEY (switch_id, step)
+);
+-- switch_marker travels like any table: a row written on one cluster and
+-- found on the other proves the apply holds everything committed before it.
+CREATE TABLE IF NOT EXISTS pgtandem.switch_marker (
+	marker_id  text PRIMARY KEY,
+	written_on text NOT NULL,
+	written_at timestamptz NOT NULL DEFAULT now()
+);`,
 }
 
 // SchemaVersion is the version of the pgtandem schema this build writes.
@@ -109,7 +145,7 @@ var SchemaVersion = len(migrations)
 // any table.
 var bookkeeping = map[string]bool{
 	"schema_version": true, "apply_progress": true, "init_state": true, "init_tables": true, "table_handoff": true,
-	"apply_skips": true,
+	"apply_skips": true, "switches": true, "switch_steps": true,
 }
 
 // IsBookkeeping tells whether schema.table is one of pgtandem's own state

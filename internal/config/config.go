@@ -31,6 +31,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtandem/pgtandem/internal/catalog"
+	switchover "github.com/pgtandem/pgtandem/switch"
 )
 
 // Config is a whole pgtandem configuration.
@@ -41,6 +42,7 @@ type Config struct {
 	Pulsar   Pulsar             `mapstructure:"pulsar"`
 	Broker   Broker             `mapstructure:"broker"`
 	Log      Log                `mapstructure:"log"`
+	Switch   Switch             `mapstructure:"switch"`
 }
 
 // Cluster is one PostgreSQL cluster.
@@ -51,6 +53,55 @@ type Cluster struct {
 	// Topic overrides the cluster's topic, otherwise
 	// <pulsar.topic-prefix>-pg<server major>.
 	Topic string `mapstructure:"topic"`
+	// PgBouncerEntry is where PgBouncer sends clients when the cluster
+	// takes the writes, as a connection string of which host, port and
+	// dbname count (e.g. "host=10.0.0.7 port=5432 dbname=app"); empty
+	// means those of DSN.
+	PgBouncerEntry string `mapstructure:"pgbouncer-entry"`
+}
+
+// Switch configures `pgtandem switch` (package switchover holds what each
+// value does).
+type Switch struct {
+	// Fence lists how writes on the source are stopped: pgbouncer,
+	// database, hook (a list, or one name; in the environment and --set
+	// comma separated).
+	Fence []string `mapstructure:"fence"`
+	// Redirect is how clients are sent to the target: pgbouncer, hook or
+	// none.
+	Redirect  string          `mapstructure:"redirect"`
+	PgBouncer SwitchPgBouncer `mapstructure:"pgbouncer"`
+	Hooks     SwitchHooks     `mapstructure:"hooks"`
+	// Deadline bounds fence to RESUME; past it the switch undoes itself.
+	Deadline time.Duration `mapstructure:"deadline"`
+	// PauseTimeout bounds the PAUSE on the PgBouncers.
+	PauseTimeout time.Duration `mapstructure:"pause-timeout"`
+	// MaxLag is the longest the preflight's marker may take from source
+	// to target.
+	MaxLag time.Duration `mapstructure:"max-lag"`
+	// MaxTransactionAge refuses a switch while an older transaction runs
+	// on the source.
+	MaxTransactionAge time.Duration `mapstructure:"max-transaction-age"`
+	// ProbeTimeout bounds each preflight marker round trip.
+	ProbeTimeout time.Duration `mapstructure:"probe-timeout"`
+}
+
+// SwitchPgBouncer lists the PgBouncer instances clients go through.
+type SwitchPgBouncer struct {
+	// Admin is the admin console connection string of every instance.
+	Admin []string `mapstructure:"admin"`
+	// Database is the [databases] entry clients use.
+	Database string `mapstructure:"database"`
+	// DatabasesFile is the file pgbouncer.ini %includes in [databases];
+	// pgtandem rewrites it.
+	DatabasesFile string `mapstructure:"databases-file"`
+}
+
+// SwitchHooks are operator commands (sh -c) for the hook strategies.
+type SwitchHooks struct {
+	Fence    string `mapstructure:"fence"`
+	Unfence  string `mapstructure:"unfence"`
+	Redirect string `mapstructure:"redirect"`
 }
 
 // Pulsar is how pgtandem reaches the Pulsar cluster (or `pgtandem broker
@@ -102,6 +153,7 @@ type Log struct {
 
 // Default returns the configuration every loaded file starts from.
 func Default() Config {
+	sw := switchover.DefaultConfig()
 	return Config{
 		Pulsar: Pulsar{
 			URL:         "pulsar://127.0.0.1:6650",
@@ -115,6 +167,15 @@ func Default() Config {
 			MaxMessageSize: 5 << 20,
 		},
 		Log: Log{Level: "info", Format: "auto"},
+		Switch: Switch{
+			Fence:             []string{switchover.FencePgBouncer},
+			Redirect:          switchover.RedirectPgBouncer,
+			Deadline:          sw.Deadline,
+			PauseTimeout:      sw.PauseTimeout,
+			MaxLag:            sw.MaxLag,
+			MaxTransactionAge: sw.MaxTransactionAge,
+			ProbeTimeout:      sw.ProbeTimeout,
+		},
 	}
 }
 
@@ -143,6 +204,11 @@ func (c Config) Validate() error {
 		}
 		if err := cl.DSN.validate(); err != nil {
 			errs = append(errs, &Error{key + ".dsn", err.Error()})
+		}
+		if cl.PgBouncerEntry != "" {
+			if _, err := switchover.EntryFromDSN(cl.PgBouncerEntry); err != nil {
+				errs = append(errs, &Error{key + ".pgbouncer-entry", err.Error()})
+			}
 		}
 		if cl.Topic != "" {
 			if err := validateTopic(cl.Topic); err != nil {

@@ -1,0 +1,247 @@
+package switchover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtandem/pgtandem/internal/catalog"
+)
+
+// ApplicationName is what pgtandem's switch sessions show in
+// pg_stat_activity. Sessions whose application_name starts with "pgtandem"
+// are never terminated by the database fence.
+const ApplicationName = "pgtandem switch"
+
+// markerPoll is how often the switch looks for a marker on the other
+// cluster: a query costs well under a millisecond, and every poll interval
+// is write pause.
+const markerPoll = 2 * time.Millisecond
+
+// session is the switch's own connection to one cluster. It is never
+// fenced: default_transaction_read_only is off at startup, which overrides
+// the database fence.
+type session struct {
+	name string
+	conn *pgx.Conn
+}
+
+func connect(ctx context.Context, c Cluster) (*session, error) {
+	cfg, err := pgx.ParseConfig(c.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: parse DSN: %w", c.Name, err)
+	}
+	catalog.PinTextSettings(&cfg.Config)
+	cfg.RuntimeParams["application_name"] = ApplicationName
+	cfg.RuntimeParams["default_transaction_read_only"] = "off"
+	// The switch never waits long for a lock: a lock wait is write pause.
+	cfg.RuntimeParams["lock_timeout"] = "2s"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: connect: %w", c.Name, err)
+	}
+	s := &session{name: c.Name, conn: conn}
+	if err := catalog.Migrate(ctx, conn); err != nil {
+		s.close()
+		return nil, fmt.Errorf("cluster %s: %w", c.Name, err)
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.conn.Close(ctx)
+}
+
+// lockKey is the advisory lock a switch process holds on both clusters for
+// its whole run.
+const lockKey = `hashtext('pgtandem switch')`
+
+func (s *session) tryLock(ctx context.Context) (bool, error) {
+	var ok bool
+	if err := s.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKey+`)`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("cluster %s: take the switch lock: %w", s.name, err)
+	}
+	return ok, nil
+}
+
+// fenced tells whether the database fence is set on the cluster's database.
+func (s *session) fenced(ctx context.Context) (bool, error) {
+	var on bool
+	err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_db_role_setting r JOIN pg_database d ON d.oid = r.setdatabase
+		WHERE d.datname = current_database() AND r.setrole = 0 AND 'default_transaction_read_only=on' = ANY (r.setconfig))`).Scan(&on)
+	if err != nil {
+		return false, fmt.Errorf("cluster %s: read the database fence: %w", s.name, err)
+	}
+	return on, nil
+}
+
+// fence makes the database read-only for new sessions and terminates the
+// client sessions that are not pgtandem's, so that none keeps writing with
+// the setting it started with. It returns how many it terminated.
+func (s *session) fence(ctx context.Context) (int, error) {
+	var db string
+	if err := s.conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		return 0, fmt.Errorf("cluster %s: fence: %w", s.name, err)
+	}
+	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
+		return 0, fmt.Errorf("cluster %s: fence: %w", s.name, err)
+	}
+	var n int
+	err := s.conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%'`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
+	}
+	return n, nil
+}
+
+// unfence lifts the database fence; new sessions may write again.
+func (s *session) unfence(ctx context.Context) error {
+	var db string
+	if err := s.conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		return fmt.Errorf("cluster %s: unfence: %w", s.name, err)
+	}
+	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` RESET default_transaction_read_only`); err != nil {
+		return fmt.Errorf("cluster %s: unfence: %w", s.name, err)
+	}
+	return nil
+}
+
+// writeMarker commits a row in pgtandem.switch_marker and returns the
+// cluster's WAL position just after it: the marker's commit is before it.
+func (s *session) writeMarker(ctx context.Context, id string) (pglogrepl.LSN, error) {
+	var lsn pglogrepl.LSN
+	_, err := s.conn.Exec(ctx, `INSERT INTO pgtandem.switch_marker (marker_id, written_on) VALUES ($1, $2) ON CONFLICT (marker_id) DO NOTHING`, id, s.name)
+	if err == nil {
+		err = s.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&lsn)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cluster %s: write marker %s: %w", s.name, id, err)
+	}
+	return lsn, nil
+}
+
+// markerArrival is what the target shows once a marker is applied: the
+// apply's position stored in the same transaction.
+type markerArrival struct {
+	CommitLSN pglogrepl.LSN
+	MessageID string
+}
+
+// waitMarker polls until marker id is in the cluster, applied from source,
+// or ctx ends.
+func (s *session) waitMarker(ctx context.Context, id, source string) (markerArrival, error) {
+	var a markerArrival
+	for {
+		err := s.conn.QueryRow(ctx, `SELECT p.commit_lsn, coalesce(p.message_id, '') FROM pgtandem.switch_marker m
+			LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`, id, source).Scan(&a.CommitLSN, &a.MessageID)
+		if err == nil {
+			return a, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return a, fmt.Errorf("cluster %s: look for marker %s: %w", s.name, id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return a, fmt.Errorf("cluster %s: marker %s not applied from %s: %w", s.name, id, source, context.Cause(ctx))
+		case <-time.After(markerPoll):
+		}
+	}
+}
+
+// appliedMessage is the message id of the last transaction of source that
+// the cluster applied, "" when none.
+func (s *session) appliedMessage(ctx context.Context, source string) (string, error) {
+	var id string
+	err := s.conn.QueryRow(ctx, `SELECT coalesce(message_id, '') FROM pgtandem.apply_progress WHERE source_cluster = $1`, source).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster %s: read apply_progress of %s: %w", s.name, source, err)
+	}
+	return id, nil
+}
+
+// sequence is one sequence's state: nextval returns LastValue+increment
+// when IsCalled, LastValue itself otherwise.
+type sequence struct {
+	Name      string
+	LastValue int64
+	IsCalled  bool
+}
+
+// listSequences returns the qualified, quoted name of every sequence of the
+// database (owned by a serial, identity or standalone), in name order.
+func (s *session) listSequences(ctx context.Context) ([]string, error) {
+	rows, err := s.conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: list sequences: %w", s.name, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: list sequences: %w", s.name, err)
+	}
+	return names, nil
+}
+
+// sequenceReadSQL reads last_value and is_called of every sequence in one
+// statement.
+func sequenceReadSQL(names []string) string {
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("SELECT %d, last_value, is_called FROM %s", i, name)
+	}
+	return strings.Join(parts, " UNION ALL ")
+}
+
+// readSequences reads every sequence of names in one round trip.
+func (s *session) readSequences(ctx context.Context, names []string) ([]sequence, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	rows, err := s.conn.Query(ctx, sequenceReadSQL(names))
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: read sequences: %w", s.name, err)
+	}
+	out := make([]sequence, len(names))
+	var i int
+	var seq sequence
+	_, err = pgx.ForEachRow(rows, []any{&i, &seq.LastValue, &seq.IsCalled}, func() error {
+		seq.Name = names[i]
+		out[i] = seq
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: read sequences: %w", s.name, err)
+	}
+	return out, nil
+}
+
+// setSequences sets every sequence exactly (setval with is_called) in one
+// round trip.
+func (s *session) setSequences(ctx context.Context, seqs []sequence) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	names, values, called := make([]string, len(seqs)), make([]int64, len(seqs)), make([]bool, len(seqs))
+	for i, seq := range seqs {
+		names[i], values[i], called[i] = seq.Name, seq.LastValue, seq.IsCalled
+	}
+	var n int
+	err := s.conn.QueryRow(ctx, `SELECT count(setval(s.name::regclass, s.value, s.called)) FROM unnest($1::text[], $2::bigint[], $3::bool[]) AS s(name, value, called)`,
+		names, values, called).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("cluster %s: set sequences: %w", s.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,638 @@
+package switchover
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options are the parts of a switch that are not configuration.
+type Options struct {
+	// Verify, when set, runs before the preflight (pgtandem verify) and
+	// refuses the switch when it returns an error.
+	Verify func(ctx context.Context) error
+	// AfterStep is called once a step's end is journaled, for fault
+	// injection in tests (pgtandem's kill -9 suite kills the process there).
+	AfterStep func(step string)
+}
+
+// switcher is one run of Run, Resume, Abort or DryRun.
+type switcher struct {
+	cfg      Config
+	opts     Options
+	log      *slog.Logger
+	from, to *session
+	bouncers []*PgBouncer
+	rec      *record
+	rep      *Report
+	seqNames []string
+	// loginRetry is each bouncer's server_login_retry, set to 0 for the
+	// window (see PgBouncer.Redirect) and restored after RESUME.
+	loginRetry []string
+}
+
+func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &switcher{cfg: cfg, opts: opts, log: log, rep: &Report{From: cfg.From.Name, To: cfg.To.Name}}
+	var err error
+	if s.from, err = connect(ctx, cfg.From); err != nil {
+		return nil, &PreflightError{Check: "connect", Detail: err.Error()}
+	}
+	if s.to, err = connect(ctx, cfg.To); err != nil {
+		s.from.close()
+		return nil, &PreflightError{Check: "connect", Detail: err.Error()}
+	}
+	if cfg.usesPgBouncer() {
+		for _, dsn := range cfg.PgBouncer.Admin {
+			b, _ := NewPgBouncer(dsn) // Validate parsed it
+			s.bouncers = append(s.bouncers, b)
+		}
+	}
+	for _, sess := range []*session{s.from, s.to} {
+		ok, err := sess.tryLock(ctx)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		if !ok {
+			s.close()
+			return nil, &InProgressError{Live: true}
+		}
+	}
+	return s, nil
+}
+
+func (s *switcher) close() {
+	s.from.close()
+	s.to.close()
+}
+
+// both runs f on the source and the target session at once; each session
+// is used by one goroutine only.
+func (s *switcher) both(f func(*session) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, sess := range []*session{s.from, s.to} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(sess)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// eachBouncer runs f on every PgBouncer at once.
+func (s *switcher) eachBouncer(f func(i int, b *PgBouncer) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.bouncers))
+	for i, b := range s.bouncers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i, b)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Run switches clients from cfg.From to cfg.To: the preflight, then the
+// steps from the fence to the RESUME under cfg.Deadline. It returns the
+// report with an error that is a *PreflightError or *InProgressError when
+// nothing was changed, an *UndoneError when the switch was undone (clients
+// continue on the source), an *UndoFailedError when the undo failed too.
+func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
+	s, err := open(ctx, cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	s.rep.Started = time.Now()
+	if err := s.refuseRunning(ctx); err != nil {
+		return s.rep, err
+	}
+	if opts.Verify != nil {
+		if err := opts.Verify(ctx); err != nil {
+			return s.rep, &PreflightError{Check: "verify", Detail: err.Error()}
+		}
+	}
+	if err := s.preflight(ctx); err != nil {
+		return s.rep, err
+	}
+	s.rep.Preflight = time.Since(s.rep.Started)
+	toFenced, err := s.to.fenced(ctx)
+	if err != nil {
+		return s.rep, err
+	}
+	s.rec = &record{ID: newID(), From: cfg.From.Name, To: cfg.To.Name, StartedAt: time.Now(), ToWasFenced: toFenced,
+		Started: map[string]time.Time{}, Ended: map[string]time.Time{}}
+	s.rep.SwitchID = s.rec.ID
+	if err := s.both(func(sess *session) error { return sess.begin(ctx, s.rec) }); err != nil {
+		return s.rep, err
+	}
+	return s.rep, s.steps(ctx)
+}
+
+// Resume finishes the switch recorded as running: past the point of no
+// return it only resumes clients on the target; before it, it runs every
+// step again from the fence, under a new deadline.
+func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
+	s, err := open(ctx, cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	s.rep.Started = time.Now()
+	if err := s.loadRunning(ctx); err != nil {
+		return s.rep, err
+	}
+	if s.rec.resumed() {
+		s.rep.PauseStart = s.rec.Started[StepFence]
+		if err := s.runStep(ctx, StepResume, s.resume); err != nil {
+			return s.rep, &NotResumedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
+		}
+		return s.rep, s.end(ctx, StateDone)
+	}
+	if err := s.prepareSequences(ctx); err != nil {
+		return s.rep, err
+	}
+	return s.rep, s.steps(ctx)
+}
+
+// Abort undoes the switch recorded as running, if it has not passed the
+// point of no return (*PastPointOfNoReturnError otherwise): PgBouncer
+// pointed back at the source, the target fenced again if it was, the
+// source unfenced, clients resumed.
+func Abort(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
+	s, err := open(ctx, cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	s.rep.Started = time.Now()
+	if err := s.loadRunning(ctx); err != nil {
+		return s.rep, err
+	}
+	if s.rec.resumed() {
+		return s.rep, &PastPointOfNoReturnError{SwitchID: s.rec.ID}
+	}
+	s.rep.PauseStart = s.rec.Started[StepFence]
+	if err := s.undo(ctx); err != nil {
+		return s.rep, &UndoFailedError{SwitchID: s.rec.ID, Cause: errors.New("aborted"), UndoErr: err}
+	}
+	return s.rep, s.end(ctx, StateAborted)
+}
+
+// DryRun runs every read path and the probes that fence nothing: the
+// preflight (marker round trips both ways, sequences on both sides, the
+// PgBouncers' SHOW DATABASES and SHOW POOLS), a journal write rolled back,
+// and a timed sequence read, and estimates the pause.
+func DryRun(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
+	s, err := open(ctx, cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	s.rep.Started = time.Now()
+	s.rep.Outcome = OutcomeDryRun
+	if err := s.refuseRunning(ctx); err != nil {
+		return s.rep, err
+	}
+	if opts.Verify != nil {
+		if err := opts.Verify(ctx); err != nil {
+			return s.rep, &PreflightError{Check: "verify", Detail: err.Error()}
+		}
+	}
+	if err := s.preflight(ctx); err != nil {
+		return s.rep, err
+	}
+	s.rep.Preflight = time.Since(s.rep.Started)
+	if err := s.both(func(sess *session) error { return sess.journalWritable(ctx) }); err != nil {
+		return s.rep, &PreflightError{Check: "journal", Detail: err.Error()}
+	}
+	start := time.Now()
+	seqs, err := s.from.readSequences(ctx, s.seqNames)
+	if err != nil {
+		return s.rep, err
+	}
+	s.rep.SequenceRead = time.Since(start)
+	s.rep.Sequences = len(seqs)
+	// The pause is a PAUSE, a marker's trip, a sequence read and write, a
+	// redirect and a RESUME; the journal adds a few commits. The console
+	// round trips are measured by the SHOW POOLS of the preflight.
+	s.rep.ExpectedPause = s.rep.ForwardProbe + 2*s.rep.SequenceRead + 6*s.consoleRoundTrip(ctx)
+	s.rep.Ended = time.Now()
+	return s.rep, nil
+}
+
+func (s *switcher) consoleRoundTrip(ctx context.Context) time.Duration {
+	var longest time.Duration
+	for _, b := range s.bouncers {
+		start := time.Now()
+		if _, err := b.Pools(ctx); err == nil && time.Since(start) > longest {
+			longest = time.Since(start)
+		}
+	}
+	return longest
+}
+
+// refuseRunning refuses when either cluster records a running switch.
+func (s *switcher) refuseRunning(ctx context.Context) error {
+	for _, sess := range []*session{s.from, s.to} {
+		r, err := sess.runningSwitch(ctx)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			return &InProgressError{SwitchID: r.ID, From: r.From, To: r.To, Since: r.StartedAt}
+		}
+	}
+	return nil
+}
+
+// loadRunning reads the running switch of this direction, merging what
+// both clusters' journals know (a step journaled on one side only counts).
+func (s *switcher) loadRunning(ctx context.Context) error {
+	var recs []*record
+	for _, sess := range []*session{s.from, s.to} {
+		r, err := sess.runningSwitch(ctx)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		return &NothingToResumeError{}
+	}
+	r := recs[0]
+	for _, other := range recs[1:] {
+		for k, v := range other.Started {
+			if _, ok := r.Started[k]; !ok {
+				r.Started[k] = v
+			}
+		}
+		for k, v := range other.Ended {
+			r.Ended[k] = v
+		}
+	}
+	if r.From != s.cfg.From.Name || r.To != s.cfg.To.Name {
+		return fmt.Errorf("the running switch %s goes from %s to %s: give --from %s --to %s", r.ID, r.From, r.To, r.From, r.To)
+	}
+	s.rec = r
+	s.rep.SwitchID = r.ID
+	// A switch may have begun on one cluster only before its process died.
+	return s.both(func(sess *session) error {
+		_, err := sess.conn.Exec(ctx, `INSERT INTO pgtandem.switches (switch_id, from_cluster, to_cluster, state, started_at, to_was_fenced)
+			VALUES ($1, $2, $3, 'running', $4, $5) ON CONFLICT (switch_id) DO NOTHING`, r.ID, r.From, r.To, r.StartedAt, r.ToWasFenced)
+		if err != nil {
+			return fmt.Errorf("cluster %s: %w", sess.name, err)
+		}
+		return nil
+	})
+}
+
+// steps runs fence to resume. Until the resume starts, a failure or the
+// deadline undoes the switch.
+func (s *switcher) steps(ctx context.Context) error {
+	start := time.Now()
+	s.rep.PauseStart = start
+	deadlineCtx, cancel := context.WithDeadlineCause(ctx, start.Add(s.cfg.Deadline),
+		fmt.Errorf("the deadline of %s from the fence expired", s.cfg.Deadline))
+	defer cancel()
+	for _, step := range []struct {
+		name string
+		run  func(context.Context) (string, error)
+	}{
+		{StepFence, s.fence},
+		{StepMarker, s.marker},
+		{StepSequences, s.sequences},
+		{StepUnfence, s.unfenceTarget},
+		{StepRedirect, s.redirect},
+	} {
+		if err := s.runStep(deadlineCtx, step.name, step.run); err != nil {
+			deadline := deadlineCtx.Err() != nil && ctx.Err() == nil
+			if undoErr := s.undo(ctx); undoErr != nil {
+				return &UndoFailedError{SwitchID: s.rec.ID, Cause: err, UndoErr: undoErr}
+			}
+			if endErr := s.end(ctx, StateUndone); endErr != nil {
+				s.log.Warn("switch undone, but its end could not be journaled", "switch", s.rec.ID, "err", endErr)
+			}
+			return &UndoneError{SwitchID: s.rec.ID, Step: step.name, Deadline: deadline, Cause: err}
+		}
+	}
+	// The point of no return: from here clients may commit on the target.
+	// The resume runs on the caller's context, not under the deadline.
+	if err := s.runStep(ctx, StepResume, s.resume); err != nil {
+		return &NotResumedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
+	}
+	return s.end(ctx, StateDone)
+}
+
+// runStep journals a step's start, runs it, and journals its end.
+func (s *switcher) runStep(ctx context.Context, step string, run func(context.Context) (string, error)) error {
+	start := time.Now()
+	if err := s.both(func(sess *session) error { return sess.step(ctx, s.rec.ID, start, "", "", step) }); err != nil {
+		return err
+	}
+	s.rec.Started[step] = start
+	detail, err := run(ctx)
+	end := time.Now()
+	s.rep.addStep(step, start, end, detail)
+	if err != nil {
+		s.rep.Steps[len(s.rep.Steps)-1].Detail = err.Error()
+		return err
+	}
+	if err := s.both(func(sess *session) error { return sess.step(ctx, s.rec.ID, end, step, detail, "") }); err != nil {
+		return err
+	}
+	s.rec.Ended[step] = end
+	s.log.Info("switch step done", "switch", s.rec.ID, "step", step, "took", end.Sub(start), "detail", detail)
+	if s.opts.AfterStep != nil {
+		s.opts.AfterStep(step)
+	}
+	return nil
+}
+
+// end records the outcome on both clusters.
+func (s *switcher) end(ctx context.Context, state string) error {
+	s.rep.Ended = time.Now()
+	switch state {
+	case StateDone:
+		s.rep.Outcome = OutcomeDone
+	case StateUndone:
+		s.rep.Outcome = OutcomeUndone
+	case StateAborted:
+		s.rep.Outcome = OutcomeAborted
+	}
+	if !s.rep.PauseStart.IsZero() && !s.rep.PauseEnd.IsZero() {
+		s.rep.Pause = s.rep.PauseEnd.Sub(s.rep.PauseStart)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), UndoTimeout)
+	defer cancel()
+	return s.both(func(sess *session) error { return sess.finish(ctx, s.rec.ID, state, s.rep) })
+}
+
+// fence stops writes on the source: PAUSE on every PgBouncer (all or
+// nothing), then the database fence, then the hook.
+func (s *switcher) fence(ctx context.Context) (string, error) {
+	var details []string
+	if s.cfg.has(FencePgBouncer) {
+		pauseCtx, cancel := context.WithTimeout(ctx, s.cfg.PauseTimeout)
+		err := s.eachBouncer(func(_ int, b *PgBouncer) error {
+			if d, err := b.database(pauseCtx, s.cfg.PgBouncer.Database); err == nil && d != nil && d.Paused {
+				return nil // paused by the run this one resumes
+			}
+			return b.Pause(pauseCtx, s.cfg.PgBouncer.Database)
+		})
+		cancel()
+		if err != nil {
+			return "", err
+		}
+		details = append(details, fmt.Sprintf("%d PgBouncer paused", len(s.bouncers)))
+	}
+	if s.cfg.has(FenceDatabase) {
+		n, err := s.from.fence(ctx)
+		if err != nil {
+			return "", err
+		}
+		s.rep.Terminated = n
+		details = append(details, fmt.Sprintf("database fenced, %d sessions terminated", n))
+	}
+	if s.cfg.has(FenceHook) {
+		if err := s.hook(ctx, "fence", s.cfg.Hooks.Fence, s.cfg.From); err != nil {
+			return "", err
+		}
+		details = append(details, "fence hook ran")
+	}
+	// The last message of the target's topic the source has applied: the
+	// reverse flow carries what clients write on the target after it.
+	id, err := s.from.appliedMessage(ctx, s.cfg.To.Name)
+	if err != nil {
+		return "", err
+	}
+	s.rep.ReverseMessageID = id
+	return strings.Join(details, ", "), nil
+}
+
+// marker writes the switch's marker on the source and waits until the
+// apply committed it on the target: then the target holds every
+// transaction the source committed before the fence.
+func (s *switcher) marker(ctx context.Context) (string, error) {
+	lsn, err := s.from.writeMarker(ctx, s.rec.ID)
+	if err != nil {
+		return "", err
+	}
+	arrival, err := s.to.waitMarker(ctx, s.rec.ID, s.cfg.From.Name)
+	if err != nil {
+		return "", err
+	}
+	s.rep.MarkerLSN, s.rep.MarkerMessageID = lsn.String(), arrival.MessageID
+	return fmt.Sprintf("applied at source lsn %s, message %s", arrival.CommitLSN, arrival.MessageID), nil
+}
+
+// prepareSequences lists the source's sequences, for a resumed switch that
+// did not run the preflight.
+func (s *switcher) prepareSequences(ctx context.Context) error {
+	names, err := s.from.listSequences(ctx)
+	s.seqNames = names
+	return err
+}
+
+// sequences reads every sequence on the fenced source and sets it on the
+// target exactly, one round trip each.
+func (s *switcher) sequences(ctx context.Context) (string, error) {
+	seqs, err := s.from.readSequences(ctx, s.seqNames)
+	if err != nil {
+		return "", err
+	}
+	if err := s.to.setSequences(ctx, seqs); err != nil {
+		return "", err
+	}
+	s.rep.Sequences = len(seqs)
+	return fmt.Sprintf("%d sequences", len(seqs)), nil
+}
+
+// unfenceTarget lifts the target's own fence, set by an earlier switch
+// that moved clients away from it.
+func (s *switcher) unfenceTarget(ctx context.Context) (string, error) {
+	var details []string
+	if s.cfg.has(FenceDatabase) {
+		fenced, err := s.to.fenced(ctx)
+		if err != nil {
+			return "", err
+		}
+		if fenced {
+			if err := s.to.unfence(ctx); err != nil {
+				return "", err
+			}
+			details = append(details, "database fence of "+s.cfg.To.Name+" lifted")
+		}
+	}
+	if s.cfg.has(FenceHook) {
+		if err := s.hook(ctx, "unfence", s.cfg.Hooks.Unfence, s.cfg.To); err != nil {
+			return "", err
+		}
+		details = append(details, "unfence hook ran for "+s.cfg.To.Name)
+	}
+	return strings.Join(details, ", "), nil
+}
+
+// redirect points clients at the target.
+func (s *switcher) redirect(ctx context.Context) (string, error) {
+	entry := s.cfg.To.Entry
+	switch s.cfg.Redirect {
+	case RedirectPgBouncer:
+		s.loginRetry = make([]string, len(s.bouncers))
+		err := s.eachBouncer(func(i int, b *PgBouncer) error {
+			retry, err := b.Setting(ctx, "server_login_retry")
+			if err != nil {
+				return err
+			}
+			if err := b.Redirect(ctx, s.cfg.PgBouncer.DatabasesFile, s.cfg.PgBouncer.Database, entry); err != nil {
+				return err
+			}
+			// RELOAD restored the file's value: see PgBouncer.Redirect.
+			s.loginRetry[i] = retry
+			return b.Set(ctx, "server_login_retry", "0")
+		})
+		if err != nil {
+			return "", err
+		}
+		s.rep.RedirectTo = fmt.Sprintf("PgBouncer database %s -> %s", s.cfg.PgBouncer.Database, entry)
+	case RedirectHook:
+		if err := s.hook(ctx, "redirect", s.cfg.Hooks.Redirect, s.cfg.To); err != nil {
+			return "", err
+		}
+		s.rep.RedirectTo = "redirect hook ran for " + entry.String()
+	case RedirectNone:
+		s.rep.RedirectTo = "point clients at " + entry.String() + " now (redirect: none)"
+	}
+	return s.rep.RedirectTo, nil
+}
+
+// resume lets the queued clients go, to the target.
+func (s *switcher) resume(ctx context.Context) (string, error) {
+	if s.cfg.has(FencePgBouncer) {
+		err := s.eachBouncer(func(i int, b *PgBouncer) error {
+			if err := b.Resume(ctx, s.cfg.PgBouncer.Database); err != nil {
+				return err
+			}
+			if i < len(s.loginRetry) && s.loginRetry[i] != "" {
+				if err := b.Set(ctx, "server_login_retry", s.loginRetry[i]); err != nil {
+					s.log.Warn("server_login_retry not restored; a RELOAD restores it", "pgbouncer", b.String(), "err", err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	s.rep.PauseEnd = time.Now()
+	return "", nil
+}
+
+// undo brings clients back to the source, in the order that never lets
+// both clusters take writes: the target fenced again and PgBouncer pointed
+// back first, then the source unfenced, then RESUME. Every action is done
+// whether or not the step that would have needed it ran, since a switch
+// whose process died may have done part of a step.
+func (s *switcher) undo(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*UndoTimeout)
+	defer cancel()
+	start := time.Now()
+	var errs []error
+	if s.cfg.Redirect == RedirectPgBouncer {
+		errs = append(errs, s.eachBouncer(func(_ int, b *PgBouncer) error {
+			d, err := b.database(ctx, s.cfg.PgBouncer.Database)
+			if err != nil {
+				return err
+			}
+			if d != nil && d.Host == s.cfg.From.Entry.Host && d.Port == s.cfg.From.Entry.Port {
+				return nil
+			}
+			return b.Redirect(ctx, s.cfg.PgBouncer.DatabasesFile, s.cfg.PgBouncer.Database, s.cfg.From.Entry)
+		}))
+	}
+	if _, redirected := s.rec.Started[StepRedirect]; redirected && s.cfg.Redirect == RedirectHook {
+		errs = append(errs, s.hook(ctx, "redirect", s.cfg.Hooks.Redirect, s.cfg.From))
+	}
+	if s.cfg.has(FenceDatabase) && s.rec.ToWasFenced {
+		if fenced, err := s.to.fenced(ctx); err != nil || !fenced {
+			if _, err := s.to.fence(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if _, unfenced := s.rec.Started[StepUnfence]; unfenced && s.cfg.has(FenceHook) {
+		errs = append(errs, s.hook(ctx, "fence", s.cfg.Hooks.Fence, s.cfg.To))
+	}
+	if err := errors.Join(errs...); err != nil {
+		// The target may take writes: leave the source fenced and clients
+		// paused rather than risk both.
+		return err
+	}
+	if s.cfg.has(FenceDatabase) {
+		errs = append(errs, s.from.unfence(ctx))
+	}
+	if s.cfg.has(FenceHook) {
+		errs = append(errs, s.hook(ctx, "unfence", s.cfg.Hooks.Unfence, s.cfg.From))
+	}
+	if s.cfg.has(FencePgBouncer) {
+		errs = append(errs, s.eachBouncer(func(_ int, b *PgBouncer) error { return b.Resume(ctx, s.cfg.PgBouncer.Database) }))
+	}
+	end := time.Now()
+	s.rep.PauseEnd = end
+	s.rep.addStep(StepUndo, start, end, "clients back on "+s.cfg.From.Name)
+	return errors.Join(errs...)
+}
+
+// hook runs an operator command with the switch's environment.
+func (s *switcher) hook(ctx context.Context, action, command string, on Cluster) error {
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	id := ""
+	if s.rec != nil {
+		id = s.rec.ID
+	}
+	cmd.Env = append(os.Environ(),
+		"PGTANDEM_SWITCH_ID="+id,
+		"PGTANDEM_SWITCH_FROM="+s.cfg.From.Name,
+		"PGTANDEM_SWITCH_TO="+s.cfg.To.Name,
+		"PGTANDEM_SWITCH_ACTION="+action,
+		"PGTANDEM_SWITCH_CLUSTER="+on.Name,
+		"PGTANDEM_SWITCH_HOST="+on.Entry.Host,
+		"PGTANDEM_SWITCH_PORT="+strconv.Itoa(on.Entry.Port),
+		"PGTANDEM_SWITCH_DBNAME="+on.Entry.DBName,
+	)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return &HookError{Action: action, Command: command, Output: strings.TrimSpace(string(out)), Err: err}
+	}
+	return nil
+}
+
+// newID names a switch: its start time and a random suffix, e.g.
+// 20261130T201500Z-3f9a1c.
+func newID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
