@@ -65,7 +65,9 @@ func startLoad(t *testing.T, dsn string, clients int) *clientLoad {
 	return l
 }
 
-func itoa(i int) string { return string(rune('0'+i/1000%10)) + string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10)) }
+func itoa(i int) string {
+	return string(rune('0'+i/1000%10)) + string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
+}
 
 func TestSwitchAndRollback(t *testing.T) {
 	td := tandemtest.Start(t, 15, 17)
