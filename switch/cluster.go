@@ -93,14 +93,33 @@ func (s *session) fence(ctx context.Context) (int, error) {
 	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
 		return 0, fmt.Errorf("cluster %s: fence: %w", s.name, err)
 	}
-	var n int
-	err := s.conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+	// pg_terminate_backend only signals: a session in the middle of a
+	// COMMIT could still commit after the marker. Wait until they are gone.
+	rows, err := s.conn.Query(ctx, `SELECT pid FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%'`).Scan(&n)
+		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' AND pg_terminate_backend(pid)`)
 	if err != nil {
 		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
 	}
-	return n, nil
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
+	}
+	for len(pids) > 0 {
+		var left int
+		if err := s.conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY ($1)`, pids).Scan(&left); err != nil {
+			return 0, fmt.Errorf("cluster %s: fence: wait for terminated sessions: %w", s.name, err)
+		}
+		if left == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("cluster %s: fence: %d terminated sessions still running: %w", s.name, left, context.Cause(ctx))
+		case <-time.After(markerPoll):
+		}
+	}
+	return len(pids), nil
 }
 
 // unfence lifts the database fence; new sessions may write again.

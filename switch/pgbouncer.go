@@ -464,3 +464,29 @@ func (b *PgBouncer) Set(ctx context.Context, name, value string) error {
 	}
 	return b.exec(ctx, "SET "+name+" = '"+strings.ReplaceAll(value, "'", "''")+"'")
 }
+
+// waitDrained waits until no server connection of db is linked to a client
+// (SHOW POOLS sv_active 0 in every pool of db): what a PAUSE that completed
+// guarantees, for a database found paused by an earlier run.
+func (b *PgBouncer) waitDrained(ctx context.Context, db string) error {
+	for {
+		pools, err := b.Pools(ctx)
+		if err != nil {
+			return err
+		}
+		active := 0
+		for _, p := range pools {
+			if p.Database == db {
+				active += p.ServersActive
+			}
+		}
+		if active == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: database %s is paused but %d server connections stay active: %w", b, db, active, context.Cause(ctx))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

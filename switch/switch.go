@@ -167,11 +167,19 @@ func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 		if err := s.runStep(ctx, StepResume, s.resume); err != nil {
 			return s.rep, &NotResumedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
 		}
+		// The run that died may have left server_login_retry at 0: a
+		// RELOAD reads it from the file again (the entry is unchanged).
+		if s.cfg.Redirect == RedirectPgBouncer {
+			if err := s.eachBouncer(func(_ int, b *PgBouncer) error { return b.Reload(ctx) }); err != nil {
+				s.log.Warn("RELOAD after the resume failed; server_login_retry may stay 0 until the next one", "err", err)
+			}
+		}
 		return s.rep, s.end(ctx, StateDone)
 	}
 	if err := s.prepareSequences(ctx); err != nil {
 		return s.rep, err
 	}
+	s.rep.PauseStart = s.rec.Started[StepFence]
 	return s.rep, s.steps(ctx)
 }
 
@@ -313,7 +321,9 @@ func (s *switcher) loadRunning(ctx context.Context) error {
 // deadline undoes the switch.
 func (s *switcher) steps(ctx context.Context) error {
 	start := time.Now()
-	s.rep.PauseStart = start
+	if s.rep.PauseStart.IsZero() {
+		s.rep.PauseStart = start // a resumed switch keeps its first fence's
+	}
 	deadlineCtx, cancel := context.WithDeadlineCause(ctx, start.Add(s.cfg.Deadline),
 		fmt.Errorf("the deadline of %s from the fence expired", s.cfg.Deadline))
 	defer cancel()
@@ -398,7 +408,9 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 		pauseCtx, cancel := context.WithTimeout(ctx, s.cfg.PauseTimeout)
 		err := s.eachBouncer(func(_ int, b *PgBouncer) error {
 			if d, err := b.database(pauseCtx, s.cfg.PgBouncer.Database); err == nil && d != nil && d.Paused {
-				return nil // paused by the run this one resumes
+				// Paused by the run this one resumes, which may have died
+				// while the PAUSE still waited for transactions.
+				return b.waitDrained(pauseCtx, s.cfg.PgBouncer.Database)
 			}
 			return b.Pause(pauseCtx, s.cfg.PgBouncer.Database)
 		})
@@ -500,20 +512,7 @@ func (s *switcher) redirect(ctx context.Context) (string, error) {
 	entry := s.cfg.To.Entry
 	switch s.cfg.Redirect {
 	case RedirectPgBouncer:
-		s.loginRetry = make([]string, len(s.bouncers))
-		err := s.eachBouncer(func(i int, b *PgBouncer) error {
-			retry, err := b.Setting(ctx, "server_login_retry")
-			if err != nil {
-				return err
-			}
-			if err := b.Redirect(ctx, s.cfg.PgBouncer.DatabasesFile, s.cfg.PgBouncer.Database, entry); err != nil {
-				return err
-			}
-			// RELOAD restored the file's value: see PgBouncer.Redirect.
-			s.loginRetry[i] = retry
-			return b.Set(ctx, "server_login_retry", "0")
-		})
-		if err != nil {
+		if err := s.redirectBouncers(ctx, entry); err != nil {
 			return "", err
 		}
 		s.rep.RedirectTo = fmt.Sprintf("PgBouncer database %s -> %s", s.cfg.PgBouncer.Database, entry)
@@ -526,6 +525,26 @@ func (s *switcher) redirect(ctx context.Context) (string, error) {
 		s.rep.RedirectTo = "point clients at " + entry.String() + " now (redirect: none)"
 	}
 	return s.rep.RedirectTo, nil
+}
+
+// redirectBouncers points every PgBouncer at entry and sets its
+// server_login_retry to 0 until the RESUME: a client logging in between
+// RELOAD and RESUME would otherwise stall every client of the database for
+// server_login_retry (see PgBouncer.Redirect). The value the RELOAD
+// restored from the file is kept for the RESUME to set back.
+func (s *switcher) redirectBouncers(ctx context.Context, entry DatabaseEntry) error {
+	s.loginRetry = make([]string, len(s.bouncers))
+	return s.eachBouncer(func(i int, b *PgBouncer) error {
+		if err := b.Redirect(ctx, s.cfg.PgBouncer.DatabasesFile, s.cfg.PgBouncer.Database, entry); err != nil {
+			return err
+		}
+		retry, err := b.Setting(ctx, "server_login_retry")
+		if err != nil {
+			return err
+		}
+		s.loginRetry[i] = retry
+		return b.Set(ctx, "server_login_retry", "0")
+	})
 }
 
 // resume lets the queued clients go, to the target.
@@ -561,16 +580,7 @@ func (s *switcher) undo(ctx context.Context) error {
 	start := time.Now()
 	var errs []error
 	if s.cfg.Redirect == RedirectPgBouncer {
-		errs = append(errs, s.eachBouncer(func(_ int, b *PgBouncer) error {
-			d, err := b.database(ctx, s.cfg.PgBouncer.Database)
-			if err != nil {
-				return err
-			}
-			if d != nil && d.Host == s.cfg.From.Entry.Host && d.Port == s.cfg.From.Entry.Port {
-				return nil
-			}
-			return b.Redirect(ctx, s.cfg.PgBouncer.DatabasesFile, s.cfg.PgBouncer.Database, s.cfg.From.Entry)
-		}))
+		errs = append(errs, s.redirectBouncers(ctx, s.cfg.From.Entry))
 	}
 	if _, redirected := s.rec.Started[StepRedirect]; redirected && s.cfg.Redirect == RedirectHook {
 		errs = append(errs, s.hook(ctx, "redirect", s.cfg.Hooks.Redirect, s.cfg.From))
@@ -597,7 +607,8 @@ func (s *switcher) undo(ctx context.Context) error {
 		errs = append(errs, s.hook(ctx, "unfence", s.cfg.Hooks.Unfence, s.cfg.From))
 	}
 	if s.cfg.has(FencePgBouncer) {
-		errs = append(errs, s.eachBouncer(func(_ int, b *PgBouncer) error { return b.Resume(ctx, s.cfg.PgBouncer.Database) }))
+		_, err := s.resume(ctx)
+		errs = append(errs, err)
 	}
 	end := time.Now()
 	s.rep.PauseEnd = end

@@ -74,6 +74,7 @@ func Connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 		return nil, err
 	}
 	PinTextSettings(&cfg.Config)
+	nameSession(cfg.RuntimeParams)
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
@@ -87,6 +88,17 @@ func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error)
 		return nil, err
 	}
 	PinTextSettings(cfg)
+	nameSession(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
 	return pgconn.ConnectConfig(ctx, cfg)
+}
+
+// nameSession names a session "pgtandem" in pg_stat_activity unless the DSN
+// names it: the switch's database fence terminates every client session of
+// the fenced database except those whose application_name starts with
+// "pgtandem".
+func nameSession(params map[string]string) {
+	if params["application_name"] == "" {
+		params["application_name"] = "pgtandem"
+	}
 }
