@@ -3,6 +3,10 @@ package switchover_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/tandemtest"
 	switchover "github.com/pgtandem/pgtandem/switch"
@@ -88,5 +93,84 @@ func TestSwitchAndRollback(t *testing.T) {
 	if n := load.failed.Load(); n > 0 {
 		t.Fatalf("%d client transactions failed, last: %v", n, load.lastErr.Load())
 	}
-	_ = errors.New
+}
+
+// TestDryRunChangesNothing: a dry run measures both marker trips and the
+// sequence read, and leaves PgBouncer, the fence and the journal as they were.
+func TestDryRunChangesNothing(t *testing.T) {
+	td := tandemtest.Start(t, 15, 17)
+	ctx := context.Background()
+	rep, err := switchover.DryRun(ctx, td.SwitchConfig("old"), switchover.Options{}, servicetest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Outcome != switchover.OutcomeDryRun || rep.ForwardProbe <= 0 || rep.ReverseProbe <= 0 || rep.ExpectedPause < rep.ForwardProbe || rep.Sequences != 5 {
+		t.Fatalf("dry run report: %+v", rep)
+	}
+	admin, err := switchover.NewPgBouncer(td.Bouncer.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs, err := admin.Databases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dbs {
+		if d.Name == tandemtest.Database && (d.Paused || d.Port != td.Old.Port) {
+			t.Fatalf("PgBouncer changed by a dry run: %+v", d)
+		}
+	}
+	old := pgtest.Connect(t, td.Old, tandemtest.Database)
+	var switches, settings int
+	if err := old.QueryRow(ctx, `SELECT (SELECT count(*) FROM pgtandem.switches), (SELECT count(*) FROM pg_db_role_setting)`).Scan(&switches, &settings); err != nil {
+		t.Fatal(err)
+	}
+	if switches != 0 || settings != 0 {
+		t.Fatalf("a dry run left %d switches and %d database settings on old", switches, settings)
+	}
+}
+
+// TestHookStrategies: the fence and redirect hooks run with the switch's
+// environment, in order, and a failing fence hook undoes the switch.
+func TestHookStrategies(t *testing.T) {
+	td := tandemtest.Start(t, 15, 17)
+	ctx := context.Background()
+	trace := filepath.Join(t.TempDir(), "hooks.log")
+	record := `echo "$PGTANDEM_SWITCH_ACTION $PGTANDEM_SWITCH_CLUSTER $PGTANDEM_SWITCH_FROM>$PGTANDEM_SWITCH_TO $PGTANDEM_SWITCH_HOST:$PGTANDEM_SWITCH_PORT/$PGTANDEM_SWITCH_DBNAME" >> ` + trace
+	cfg := td.SwitchConfig("old")
+	cfg.Fence = []string{switchover.FencePgBouncer, switchover.FenceHook}
+	cfg.Redirect = switchover.RedirectHook
+	cfg.Hooks = switchover.Hooks{Fence: record, Unfence: record, Redirect: record}
+	if _, err := switchover.Run(ctx, cfg, switchover.Options{}, servicetest.Logger()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newAt := "127.0.0.1:" + strconv.Itoa(td.New.Port) + "/postgres"
+	want := "fence old old>new 127.0.0.1:" + strconv.Itoa(td.Old.Port) + "/postgres\nunfence new old>new " + newAt + "\nredirect new old>new " + newAt + "\n"
+	if string(got) != want {
+		t.Fatalf("hooks ran:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A fence hook that fails: the switch is undone, the unfence hook runs
+	// for new's side back to old, PgBouncer is resumed.
+	if err := os.Remove(trace); err != nil {
+		t.Fatal(err)
+	}
+	cfg = td.SwitchConfig("new")
+	cfg.Fence = []string{switchover.FencePgBouncer, switchover.FenceHook}
+	cfg.Redirect = switchover.RedirectNone
+	cfg.Hooks = switchover.Hooks{Fence: record + "; echo firewall says no >&2; exit 7", Unfence: record}
+	_, err = switchover.Run(ctx, cfg, switchover.Options{}, servicetest.Logger())
+	var undone *switchover.UndoneError
+	var hookErr *switchover.HookError
+	if !errors.As(err, &undone) || undone.Step != switchover.StepFence || !errors.As(err, &hookErr) || !strings.Contains(err.Error(), "firewall says no") {
+		t.Fatalf("switch with a failing fence hook: %v, want an UndoneError at fence wrapping the HookError", err)
+	}
+	got, _ = os.ReadFile(trace)
+	if !strings.HasSuffix(string(got), "unfence new new>old "+newAt+"\n") {
+		t.Fatalf("hooks ran:\n%s\nwant the unfence of new last", got)
+	}
 }
