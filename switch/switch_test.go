@@ -104,7 +104,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Outcome != switchover.OutcomeDryRun || rep.ForwardProbe <= 0 || rep.ReverseProbe <= 0 || rep.ExpectedPause < rep.ForwardProbe || rep.Sequences != 5 {
+	if rep.Outcome != switchover.OutcomeDryRun || rep.ForwardProbe <= 0 || rep.ReverseProbe <= 0 || rep.ExpectedPause < rep.ForwardProbe || rep.Sequences != 6 {
 		t.Fatalf("dry run report: %+v", rep)
 	}
 	admin, err := switchover.NewPgBouncer(td.Bouncer.AdminDSN())

@@ -33,7 +33,8 @@ const Accounts = 1000
 // Schema is created on both clusters before either captures anything: a
 // keyed table updated by the load, a bigserial table and an identity table
 // the load inserts into, and sequences of every kind the switch must carry
-// (standalone, descending, never called).
+// (standalone, descending, never called, one whose schema and name need
+// quoting).
 const Schema = `
 CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
 INSERT INTO acct SELECT g, 0 FROM generate_series(1, 1000) g;
@@ -42,6 +43,9 @@ CREATE TABLE ev_ident (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, aid i
 CREATE SEQUENCE standalone_seq;
 CREATE SEQUENCE desc_seq INCREMENT BY -1 MINVALUE -1000000000 MAXVALUE -1 START WITH -1;
 CREATE SEQUENCE never_called START WITH 42;
+CREATE SCHEMA "Odd Schema";
+CREATE SEQUENCE "Odd Schema"."seq ""quoted""" START WITH 7;
+SELECT nextval('"Odd Schema"."seq ""quoted"""');
 `
 
 // PgbenchScript is one client transaction of the load: an update of an
