@@ -370,7 +370,7 @@ func (s *Service) resolveTopic(ctx context.Context, conn *pgx.Conn) (string, err
 	if topic, err := catalog.StoredTopic(ctx, conn, s.cfg.Source); err != nil || topic != "" {
 		return topic, err
 	}
-	src, err := pgx.Connect(ctx, s.cfg.SourceDSN)
+	src, err := catalog.Connect(ctx, s.cfg.SourceDSN)
 	if err != nil {
 		return "", fmt.Errorf("connect to source to learn its major (or set clusters.%s.topic): %w", s.cfg.Source, err)
 	}

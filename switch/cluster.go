@@ -199,10 +199,11 @@ type sequence struct {
 }
 
 // listSequences returns the qualified, quoted name of every sequence of the
-// database (owned by a serial, identity or standalone), in name order.
+// database (owned by a serial, identity or standalone), in name order;
+// temporary sequences belong to one client session and are left out.
 func (s *session) listSequences(ctx context.Context) ([]string, error) {
 	rows, err := s.conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+		WHERE c.relkind = 'S' AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: list sequences: %w", s.name, err)
 	}

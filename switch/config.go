@@ -42,9 +42,10 @@ const (
 type Cluster struct {
 	// Name is the cluster's name in the configuration (clusters.<name>).
 	Name string
-	// DSN reaches the cluster's database as a user that may ALTER DATABASE,
-	// terminate sessions and setval every sequence (a superuser, or the
-	// owner with pg_signal_backend).
+	// DSN reaches the cluster's database as a user that sees every session
+	// (pg_read_all_stats), may terminate them (pg_signal_backend), ALTER
+	// DATABASE (its owner) and read and setval every sequence: a superuser,
+	// or a role with all of these. The preflight checks it.
 	DSN string
 	// Entry is where PgBouncer sends clients when this cluster takes the
 	// writes; zero means the host, port and dbname of DSN.
@@ -105,7 +106,7 @@ type Config struct {
 // DefaultConfig returns the defaults of every duration and strategy.
 func DefaultConfig() Config {
 	return Config{
-		Fence:             []string{FencePgBouncer},
+		Fence:             []string{FencePgBouncer, FenceDatabase},
 		Redirect:          RedirectPgBouncer,
 		Deadline:          10 * time.Second,
 		PauseTimeout:      2 * time.Second,
@@ -170,6 +171,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Redirect == RedirectPgBouncer && c.PgBouncer.DatabasesFile == "" {
 		bad("pgbouncer.databases-file", "name the file pgbouncer.ini %%includes in [databases]; pgtandem rewrites it")
+	}
+	if c.Redirect != RedirectPgBouncer && c.has(FencePgBouncer) && !c.has(FenceDatabase) && !c.has(FenceHook) {
+		bad("fence", "with redirect %s, PgBouncer still sends clients to the source after RESUME: add the database fence (or a hook fence) so that the source stays read-only", c.Redirect)
 	}
 	if c.Redirect == RedirectPgBouncer && !c.has(FencePgBouncer) && !c.has(FenceDatabase) {
 		bad("fence", "redirecting through PgBouncer needs the pgbouncer or database fence: otherwise a client could commit on the source while others already commit on the target")

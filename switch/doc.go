@@ -4,12 +4,70 @@
 // The folder is named switch/ after the operation; the package cannot be,
 // because switch is a Go keyword.
 //
-// # What it will hold
+// Both directions of pgtandem run all the time (capture and apply each
+// way), so a switch starts and stops no process: it moves the clients'
+// writes, and the reverse flow then carries them to the former source,
+// which stays ready for a rollback. docs/runbook.md is the operator's
+// procedure; this comment is the map of the code.
 //
-// The steps a team once ran by hand: fence writes on the old primary, write a
-// marker row and wait for it on the new side, set every sequence (logical
-// decoding does not carry them), start the reverse flow so rollback stays
-// possible, and redirect clients.
+// # The steps
+//
+// [Run] takes an advisory lock on both clusters (a second switch is an
+// [*InProgressError]), then runs the preflight, which changes nothing for
+// clients: every PgBouncer reachable, not paused and pointing at the
+// source; neither apply blocked; the source not fenced already; every
+// sequence of the source present on the target; no client transaction on
+// the source older than [Config].MaxTransactionAge; nobody but pgtandem
+// writing on the target; and a marker round trip each way, the forward one
+// under [Config].MaxLag, the reverse one proving the rollback path. A
+// refusal is a [*PreflightError] naming its check. Then, each step
+// journaled as it starts and ends:
+//
+//   - [StepFence]: the write pause starts. PAUSE on every PgBouncer at once,
+//     all or nothing ([FencePgBouncer]); the source's database made
+//     read-only for new sessions and its client sessions terminated
+//     ([FenceDatabase]); the operator's command ([FenceHook]). pgtandem's
+//     own sessions are never fenced.
+//   - [StepMarker]: a row in pgtandem.switch_marker on the source, awaited
+//     on the target until the apply committed it: the target then holds
+//     everything the source committed.
+//   - [StepSequences]: last_value and is_called of every sequence read on
+//     the fenced source and set exactly on the target, one statement each.
+//   - [StepUnfence]: the target's own fence, left by an earlier switch away
+//     from it, lifted.
+//   - [StepRedirect]: PgBouncer pointed at the target ([RedirectPgBouncer]),
+//     or the operator's command ([RedirectHook]), or nothing
+//     ([RedirectNone]).
+//   - [StepResume]: RESUME, the queued transactions run on the target. The
+//     write pause ends; this is the point of no return.
+//
+// [DryRun] runs the preflight and the other read paths and probes that
+// fence nothing, and estimates the pause. The [Report] gives every step's
+// times, the write pause, the marker's position and the reverse cut, as
+// text, JSON or an HTML timeline.
+//
+// # The journal
+//
+// pgtandem.switches (one row per switch: running, done, undone or aborted,
+// with its report) and pgtandem.switch_steps (each step's start and end)
+// are written on both clusters; they are bookkeeping tables, which capture
+// leaves out. A switch whose process died is still recorded as running:
+// [Resume] finishes it (past the point of no return it only resumes
+// clients; before it, it runs the steps again from the fence, each of which
+// can run again), and [Abort] undoes it, which it refuses past the point of
+// no return ([*PastPointOfNoReturnError]).
+//
+// # The undo
+//
+// [Config].Deadline bounds the steps from the fence to the redirect. On
+// expiry, or on any failure before the RESUME, the switch undoes itself and
+// returns an [*UndoneError]: PgBouncer pointed back at the source, the
+// target fenced again if it was, and only then the source unfenced and the
+// clients resumed on it, so that at no moment can clients commit on both
+// clusters. An undo that cannot point PgBouncer back or fence the target
+// again leaves the source fenced and the clients paused, and returns an
+// [*UndoFailedError]; a RESUME that fails past the point of no return is a
+// [*NotResumedError].
 //
 // # Redirecting clients through PgBouncer
 //

@@ -20,6 +20,11 @@ func (s *switcher) preflight(ctx context.Context) error {
 	if err := s.checkBouncers(ctx); err != nil {
 		return err
 	}
+	for _, sess := range []*session{s.from, s.to} {
+		if err := s.checkPrivileges(ctx, sess); err != nil {
+			return err
+		}
+	}
 	if fenced, err := s.from.fenced(ctx); err != nil {
 		return err
 	} else if fenced && s.cfg.has(FenceDatabase) {
@@ -197,6 +202,35 @@ func (s *session) journalWritable(ctx context.Context) error {
 	defer func() { _ = tx.Rollback(ctx) }()
 	if _, err := tx.Exec(ctx, `INSERT INTO pgtandem.switch_steps (switch_id, step, started_at) VALUES ('dry-run', 'dry-run', now())`); err != nil {
 		return fmt.Errorf("cluster %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// checkPrivileges refuses a role that could not do the switch's work on a
+// cluster (either side: a rollback runs the other way): see every session
+// and terminate it (pg_read_all_stats, pg_signal_backend; without the first
+// PostgreSQL hides other roles' sessions, so the checks and the fence would
+// miss them), and ALTER DATABASE for the database fence (the owner).
+func (s *switcher) checkPrivileges(ctx context.Context, sess *session) error {
+	var super, stats, signal, owner bool
+	err := sess.conn.QueryRow(ctx, `SELECT r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'member'),
+		pg_has_role(current_user, 'pg_signal_backend', 'member'), d.datdba = r.oid
+		FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()`).Scan(&super, &stats, &signal, &owner)
+	if err != nil {
+		return fmt.Errorf("cluster %s: read the role's privileges: %w", sess.name, err)
+	}
+	var missing []string
+	if !super && !stats {
+		missing = append(missing, "pg_read_all_stats")
+	}
+	if !super && !signal {
+		missing = append(missing, "pg_signal_backend")
+	}
+	if !super && !owner && s.cfg.has(FenceDatabase) {
+		missing = append(missing, "ownership of the database (ALTER DATABASE for the database fence)")
+	}
+	if len(missing) > 0 {
+		return &PreflightError{Check: "privileges", Detail: fmt.Sprintf("the role of %s's DSN lacks %s: grant them or use a superuser", sess.name, strings.Join(missing, ", "))}
 	}
 	return nil
 }

@@ -13,6 +13,11 @@ const (
 	OutcomeUndone  = "undone"
 	OutcomeAborted = "aborted"
 	OutcomeDryRun  = "dry-run"
+	OutcomeRefused = "refused"
+	// OutcomeUndoFailed and OutcomeNotResumed need an operator: see the
+	// error (pgtandem switch --abort or --resume).
+	OutcomeUndoFailed = "undo-failed"
+	OutcomeNotResumed = "not-resumed"
 )
 
 // StepTiming is one step's wall-clock times.
@@ -93,8 +98,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			b.WriteString(line + "\n")
 		}
-		if !r.PauseStart.IsZero() {
+		switch {
+		case r.PauseStart.IsZero():
+		case r.Outcome == OutcomeDone:
 			fmt.Fprintf(&b, "  write pause      %s (fence start to RESUME)\n", ms(r.Pause))
+		default:
+			fmt.Fprintf(&b, "  write pause      %s (fence start to the end of the undo)\n", ms(r.Pause))
 		}
 		if r.MarkerLSN != "" {
 			fmt.Fprintf(&b, "  marker           lsn %s, message %s; reverse cut at message %s\n", r.MarkerLSN, r.MarkerMessageID, r.ReverseMessageID)

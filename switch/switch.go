@@ -117,12 +117,17 @@ func (s *switcher) eachBouncer(f func(i int, b *PgBouncer) error) error {
 // report with an error that is a *PreflightError or *InProgressError when
 // nothing was changed, an *UndoneError when the switch was undone (clients
 // continue on the source), an *UndoFailedError when the undo failed too.
-func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
+func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (rep *Report, err error) {
 	s, err := open(ctx, cfg, opts, log)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
+	defer func() {
+		if err != nil && s.rep.Outcome == "" {
+			s.rep.Outcome = OutcomeRefused // it failed before the fence
+		}
+	}()
 	s.rep.Started = time.Now()
 	if err := s.refuseRunning(ctx); err != nil {
 		return s.rep, err
@@ -219,6 +224,7 @@ func DryRun(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 	defer s.close()
 	s.rep.Started = time.Now()
 	s.rep.Outcome = OutcomeDryRun
+	s.rep.SwitchID = "dry-run"
 	if err := s.refuseRunning(ctx); err != nil {
 		return s.rep, err
 	}
@@ -340,6 +346,7 @@ func (s *switcher) steps(ctx context.Context) error {
 		if err := s.runStep(deadlineCtx, step.name, step.run); err != nil {
 			deadline := deadlineCtx.Err() != nil && ctx.Err() == nil
 			if undoErr := s.undo(ctx); undoErr != nil {
+				s.rep.Outcome = OutcomeUndoFailed
 				return &UndoFailedError{SwitchID: s.rec.ID, Cause: err, UndoErr: undoErr}
 			}
 			if endErr := s.end(ctx, StateUndone); endErr != nil {
@@ -351,6 +358,7 @@ func (s *switcher) steps(ctx context.Context) error {
 	// The point of no return: from here clients may commit on the target.
 	// The resume runs on the caller's context, not under the deadline.
 	if err := s.runStep(ctx, StepResume, s.resume); err != nil {
+		s.rep.Outcome = OutcomeNotResumed
 		return &NotResumedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
 	}
 	return s.end(ctx, StateDone)

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 	"github.com/pgtandem/pgtandem/internal/config"
 )
 
@@ -72,7 +72,7 @@ row repaired by hand, or known to be meant to go), and check the table with pgta
 func recordSkip(ctx context.Context, dsn config.DSN, source string, lsn event.LSN, change int) (broker2pg.BlockedAt, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn.ConnString())
+	conn, err := catalog.Connect(ctx, dsn.ConnString())
 	if err != nil {
 		return broker2pg.BlockedAt{}, errors.New("connect to the target: " + config.Redact(err.Error(), dsn.ConnString()))
 	}

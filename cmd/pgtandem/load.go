@@ -32,9 +32,10 @@ var keyFlags = map[string]string{
 }
 
 // Environment variables with the PGTANDEM_ prefix that are not configuration
-// keys: where the config file is, and where tests and scripts find PostgreSQL
-// binaries.
-var nonKeyEnv = regexp.MustCompile(`^PGTANDEM_(CONFIG|CACHE|PG\d+_BIN|PG_MAJORS|TEST_.*|BENCH_.*)$`)
+// keys: where the config file is, where tests and scripts find PostgreSQL
+// binaries, the switch's fault injection (killAfterEnv), and what the switch
+// gives its hooks (a hook may run pgtandem itself).
+var nonKeyEnv = regexp.MustCompile(`^PGTANDEM_(CONFIG|CACHE|PG\d+_BIN|PG_MAJORS|TEST_.*|BENCH_.*|SWITCH_(KILL_AFTER|ID|FROM|TO|ACTION|CLUSTER|HOST|PORT|DBNAME))$`)
 
 // loadConfig merges, lowest precedence first: defaults, the YAML file,
 // PGTANDEM_* environment variables, then flags. Unknown keys in any of them

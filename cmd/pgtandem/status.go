@@ -122,7 +122,7 @@ func clusterState(ctx context.Context, cfg config.Config, name string, readBackl
 	cs := clusterStatus{Cluster: name, Slot: catalog.SlotName(name)}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, cfg.Clusters[name].DSN.ConnString())
+	conn, err := catalog.Connect(ctx, cfg.Clusters[name].DSN.ConnString())
 	if err != nil {
 		return cs, nil, errors.New(config.Redact(err.Error(), cfg.Clusters[name].DSN.ConnString()))
 	}

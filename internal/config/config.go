@@ -168,7 +168,7 @@ func Default() Config {
 		},
 		Log: Log{Level: "info", Format: "auto"},
 		Switch: Switch{
-			Fence:             []string{switchover.FencePgBouncer},
+			Fence:             sw.Fence,
 			Redirect:          switchover.RedirectPgBouncer,
 			Deadline:          sw.Deadline,
 			PauseTimeout:      sw.PauseTimeout,
