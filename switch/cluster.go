@@ -95,9 +95,13 @@ func (s *session) fence(ctx context.Context) (int, error) {
 	}
 	// pg_terminate_backend only signals: a session in the middle of a
 	// COMMIT could still commit after the marker. Wait until they are gone.
-	rows, err := s.conn.Query(ctx, `SELECT pid FROM pg_stat_activity
+	// OFFSET 0 keeps the filter below the call: without it the planner
+	// pushes pg_terminate_backend into the scan of pg_stat_get_activity, and
+	// it would end every process of the cluster the filter was meant to
+	// spare (other databases, walsenders, the launcher).
+	rows, err := s.conn.Query(ctx, `SELECT pid FROM (SELECT pid FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' AND pg_terminate_backend(pid)`)
+		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)`)
 	if err != nil {
 		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
 	}

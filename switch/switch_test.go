@@ -78,6 +78,13 @@ func TestSwitchAndRollback(t *testing.T) {
 	td := tandemtest.Start(t, 15, 17)
 	load := startLoad(t, td.Bouncer.DSN(tandemtest.Database), 4)
 	ctx := context.Background()
+	// A session of another database, and a client that bypasses PgBouncer.
+	admin := pgtest.Connect(t, td.Old, tandemtest.Database)
+	if _, err := admin.Exec(ctx, `CREATE DATABASE other`); err != nil {
+		t.Fatal(err)
+	}
+	otherDB := pgtest.Connect(t, td.Old, "other")
+	direct := pgtest.Connect(t, td.Old, tandemtest.Database)
 	for _, from := range []string{"old", "new"} {
 		before := load.done.Load()
 		for load.done.Load() < before+200 {
@@ -88,6 +95,25 @@ func TestSwitchAndRollback(t *testing.T) {
 			t.Fatalf("switch from %s: %v", from, err)
 		}
 		t.Logf("switch from %s: pause %s, steps %+v", from, rep.Pause, rep.Steps)
+		if from != "old" {
+			continue
+		}
+		// The database fence ended the direct client, spared the other
+		// database, and leaves old readable but not writable.
+		if err := direct.Ping(ctx); err == nil {
+			t.Fatal("a direct client session of old survived the database fence")
+		}
+		if err := otherDB.Ping(ctx); err != nil {
+			t.Fatalf("the fence of database postgres ended a session of database other: %v", err)
+		}
+		fresh := pgtest.Connect(t, td.Old, tandemtest.Database)
+		var n int
+		if err := fresh.QueryRow(ctx, `SELECT count(*) FROM acct`).Scan(&n); err != nil || n != tandemtest.Accounts {
+			t.Fatalf("read on fenced old: %d rows, %v", n, err)
+		}
+		if _, err := fresh.Exec(ctx, `UPDATE acct SET balance = 0 WHERE id = 1`); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Fatalf("write on fenced old: %v, want a read-only transaction error", err)
+		}
 	}
 	load.stop()
 	if n := load.failed.Load(); n > 0 {
