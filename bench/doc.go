@@ -3,6 +3,11 @@
 // both figures and their ratio. They are benchmarks, not timed tests: run
 // them with `make bench`.
 //
+// BenchmarkSwitchPause measures the client-visible write pause of ten
+// `pgtandem switch` runs back and forth at 500 TPS through PgBouncer, beside
+// a scripted native switch (PAUSE, wait for the subscription's replay LSN,
+// setval, repoint, RESUME) measured on the same servers in the same run.
+//
 // Switches: PGTANDEM_BENCH_TXNS sets the size of the pgbench backlog
 // (default 100,000 transactions); PGTANDEM_BENCH_PIPELINE_PROFILE and
 // PGTANDEM_BENCH_ALONE_PROFILE name files for CPU profiles of the apply
