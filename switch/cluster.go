@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/pgtandem/pgtandem/internal/catalog"
 )
@@ -27,8 +29,9 @@ const markerPoll = 2 * time.Millisecond
 // fenced: default_transaction_read_only is off at startup, which overrides
 // the database fence.
 type session struct {
-	name string
-	conn *pgx.Conn
+	name    string
+	cluster Cluster
+	conn    *pgx.Conn
 }
 
 func connect(ctx context.Context, c Cluster) (*session, error) {
@@ -41,16 +44,36 @@ func connect(ctx context.Context, c Cluster) (*session, error) {
 	cfg.RuntimeParams["default_transaction_read_only"] = "off"
 	// The switch never waits long for a lock: a lock wait is write pause.
 	cfg.RuntimeParams["lock_timeout"] = "2s"
+	// A deadline that ends a query must leave the session usable for the
+	// undo: cancel the query (a cancel request) rather than close the
+	// connection, pgx's default.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: time.Second}
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: connect: %w", c.Name, err)
 	}
-	s := &session{name: c.Name, conn: conn}
+	s := &session{name: c.Name, cluster: c, conn: conn}
 	if err := catalog.Migrate(ctx, conn); err != nil {
 		s.close()
 		return nil, fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
 	return s, nil
+}
+
+// reopen replaces a session whose connection was closed (a query that did
+// not answer its cancel request in time): the undo must still run.
+func (s *session) reopen(ctx context.Context) error {
+	if !s.conn.IsClosed() {
+		return nil
+	}
+	fresh, err := connect(ctx, s.cluster)
+	if err != nil {
+		return err
+	}
+	s.conn = fresh.conn
+	return nil
 }
 
 func (s *session) close() {

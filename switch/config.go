@@ -200,7 +200,7 @@ func (c *Config) Validate() error {
 			}
 			side.Entry = entry
 		}
-		if c.Redirect == RedirectPgBouncer {
+		if c.Redirect == RedirectPgBouncer && c.PgBouncer.Database != "" {
 			if err := side.Entry.validate(c.PgBouncer.Database); err != nil {
 				bad("pgbouncer", "%v", err)
 			}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -308,7 +309,7 @@ func (s *switcher) loadRunning(ctx context.Context) error {
 		}
 	}
 	if r.From != s.cfg.From.Name || r.To != s.cfg.To.Name {
-		return fmt.Errorf("the running switch %s goes from %s to %s: give --from %s --to %s", r.ID, r.From, r.To, r.From, r.To)
+		return &PreflightError{Check: "direction", Detail: fmt.Sprintf("the running switch %s goes from %s to %s: give --from %s --to %s", r.ID, r.From, r.To, r.From, r.To)}
 	}
 	s.rec = r
 	s.rep.SwitchID = r.ID
@@ -405,7 +406,12 @@ func (s *switcher) end(ctx context.Context, state string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), UndoTimeout)
 	defer cancel()
-	return s.both(func(sess *session) error { return sess.finish(ctx, s.rec.ID, state, s.rep) })
+	return s.both(func(sess *session) error {
+		if err := sess.reopen(ctx); err != nil {
+			return err
+		}
+		return sess.finish(ctx, s.rec.ID, state, s.rep)
+	})
 }
 
 // fence stops writes on the source: PAUSE on every PgBouncer (all or
@@ -586,6 +592,9 @@ func (s *switcher) undo(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*UndoTimeout)
 	defer cancel()
 	start := time.Now()
+	if err := s.both(func(sess *session) error { return sess.reopen(ctx) }); err != nil {
+		return err
+	}
 	var errs []error
 	if s.cfg.Redirect == RedirectPgBouncer {
 		errs = append(errs, s.redirectBouncers(ctx, s.cfg.From.Entry))
@@ -627,6 +636,12 @@ func (s *switcher) undo(ctx context.Context) error {
 // hook runs an operator command with the switch's environment.
 func (s *switcher) hook(ctx context.Context, action, command string, on Cluster) error {
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A hook that starts children (ssh, kubectl) must not outlive the
+	// deadline: the whole process group is killed, and its output is not
+	// waited for more than a second after that.
+	cmd.WaitDelay = time.Second
 	id := ""
 	if s.rec != nil {
 		id = s.rec.ID
