@@ -14,11 +14,12 @@ import (
 )
 
 // TestDemo runs `pgtandem demo` end to end with a short load, checks that
-// it ends with verify equal and leaves no PostgreSQL process behind, and
+// it switches to new and rolls back under load with no failed client
+// transaction, ends with verify equal and leaves no process behind, and
 // renders its report.html in headless Chromium to check the charts draw.
 func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pgtandemBin, "demo", "--dir", dir, "--load-seconds", "10", "--scale", "1")
 	out, err := cmd.CombinedOutput()
@@ -26,13 +27,29 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pgtandem demo: %v", err)
 	}
-	for _, want := range []string{"caught up in", "marker row written on old reached new", "report: " + filepath.Join(dir, "report.html")} {
+	for _, want := range []string{"caught up in", "marker row written on old reached new", "reverse flow armed", "report: " + filepath.Join(dir, "report.html")} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^  verify +equal: `).Match(out) {
-		t.Errorf("summary does not say verify found old and new equal")
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^  verify +equal: `),
+		// Both switches, each with its pause and its step timeline.
+		regexp.MustCompile(`(?m)^  switch +old -> new under load: write pause \d+ ms; client transactions around it: [1-9]\d*, 0 failed, longest \d+ ms.*\n +fence +\+0 ms `),
+		regexp.MustCompile(`(?m)^  rollback +new -> old under load: write pause \d+ ms; client transactions around it: [1-9]\d*, 0 failed, longest \d+ ms.*\n +fence +\+0 ms `),
+		regexp.MustCompile(`(?m)^ +resume +\+\d+ ms `),
+		regexp.MustCompile(`(?m)^  clients +[1-9]\d* transactions through PgBouncer .*, 0 failed in the whole rehearsal$`),
+		regexp.MustCompile(`(?m)^  final verify +equal: `),
+	} {
+		if !want.Match(out) {
+			t.Errorf("summary does not match %s", want)
+		}
+	}
+	for _, page := range []string{"switch-1-old-to-new.html", "switch-2-new-to-old.html"} {
+		html, err := os.ReadFile(filepath.Join(dir, page))
+		if err != nil || !strings.Contains(string(html), "write pause") {
+			t.Errorf("switch report %s does not show the write pause: %v", page, err)
+		}
 	}
 	checkNothingRunsIn(t, dir)
 	checkReportRenders(t, filepath.Join(dir, "report.html"))
@@ -60,8 +77,11 @@ func checkReportRenders(t *testing.T, report string) {
 	if n := len(chartPath.FindAll(dom, -1)); n < 3 {
 		t.Fatalf("rendered report has %d drawn chart lines, want lag, written and applied:\n%.3000s", n, dom)
 	}
-	if !strings.Contains(string(dom), "old and new are equal") {
-		t.Errorf("rendered report does not say verify found old and new equal")
+	for _, want := range []string{"old and new are equal", `Client transactions failed: <span class="ok">0</span>`,
+		"Switch old → new: write pause", "Rollback new → old: write pause", "longest waiting client"} {
+		if !strings.Contains(string(dom), want) {
+			t.Errorf("rendered report lacks %q", want)
+		}
 	}
 	// The screenshot is kept for a human look when PGTANDEM_DEMO_SCREENSHOT names a file.
 	shot := os.Getenv("PGTANDEM_DEMO_SCREENSHOT")
@@ -97,17 +117,23 @@ func TestDemoInterrupted(t *testing.T) {
 }
 
 // TestDemoKeep runs `pgtandem demo --keep`, uses the pgtandem.yaml it
-// writes with `pgtandem status` while everything runs, then stops it with
-// SIGINT and checks that nothing is left running.
+// writes with `pgtandem status` and `pgtandem switch --dry-run` while
+// everything runs, then stops it with SIGINT and checks that nothing is
+// left running.
 func TestDemoKeep(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	err := runDemoReacting(t, []string{"--keep", "--dir", dir, "--load-seconds", "5", "--scale", "1"}, func(line string, p *os.Process) {
 		if !strings.Contains(line, "verify --from old --to new") {
 			return
 		}
-		status := exec.Command(pgtandemBin, "--config", filepath.Join(dir, "pgtandem.yaml"), "status")
+		config := filepath.Join(dir, "pgtandem.yaml")
+		status := exec.Command(pgtandemBin, "--config", config, "status")
 		if st, err := status.CombinedOutput(); err != nil || !strings.Contains(string(st), "pgtandem_old") {
 			t.Errorf("status with the demo's config: %v\n%s", err, st)
+		}
+		dryRun := exec.Command(pgtandemBin, "--config", config, "switch", "--from", "old", "--to", "new", "--dry-run")
+		if sw, err := dryRun.CombinedOutput(); err != nil || !strings.Contains(string(sw), "expected pause") {
+			t.Errorf("switch --dry-run with the demo's config: %v\n%s", err, sw)
 		}
 		_ = p.Signal(os.Interrupt)
 	})

@@ -27,7 +27,8 @@ type Options struct {
 	// a previous demo's folder). Default .cache/demo.
 	Dir string
 	// LoadSeconds is how long the write load runs on old, from before the
-	// copy until it is paused for verify. Default 45.
+	// copy until it is paused for the first verify. Default 45. The switch
+	// and rollback that follow add about seven seconds of load.
 	LoadSeconds int
 	// Scale is pgbench's scale factor: 100,000 accounts per unit. Default 30.
 	Scale int
@@ -87,21 +88,37 @@ type Summary struct {
 	CatchUp time.Duration
 	// LagP50 and LagP99 are over the samples while in tandem under load.
 	LagP50, LagP99 time.Duration
-	// LoadTransactions were committed on old; all reached new before verify.
+	// LoadTransactions ran on old until the load paused; all reached new
+	// before verify.
 	LoadTransactions int64
 	LoadRows         int64
-	VerifyEqual      bool
-	VerifyTables     int
-	VerifyRows       int64
-	VerifyTook       time.Duration
-	// Different names the tables verify found different.
-	Different []string
+	// Verify compares old and new once the load paused, before the switch;
+	// FinalVerify after the rollback, once the load stopped.
+	Verify, FinalVerify VerifyResult
+	// Switches are the switch to new and the rollback to old, in order.
+	Switches []*SwitchResult
+	// SwitchLoadTransactions ran through PgBouncer from when the load
+	// resumed for the switches until it stopped; FailedTransactions failed
+	// over the whole rehearsal (clients only wait during a switch: 0).
+	SwitchLoadTransactions int64
+	FailedTransactions     int64
 	// Samples and the phase boundaries (since the load started) feed the
 	// charts.
-	Samples           []Sample
-	CopyEnd, CaughtUp time.Duration
-	LoadPaused        time.Duration
-	Dir, Report, Log  string
+	Samples                  []Sample
+	CopyEnd, CaughtUp        time.Duration
+	LoadPaused               time.Duration
+	LoadResumed, LoadStopped time.Duration
+	Dir, Report, Log         string
+}
+
+// VerifyResult is what one verify found.
+type VerifyResult struct {
+	Equal  bool
+	Tables int
+	Rows   int64
+	Took   time.Duration
+	// Different names the tables verify found different.
+	Different []string
 }
 
 // DifferentError is returned when verify finds the clusters different after
@@ -110,6 +127,14 @@ type DifferentError struct{ Tables []string }
 
 func (e *DifferentError) Error() string {
 	return fmt.Sprintf("verify found old and new different in %v: please report this with demo.log", e.Tables)
+}
+
+// FailedTransactionsError is returned when client transactions failed
+// during the rehearsal: a switch must only make them wait.
+type FailedTransactionsError struct{ Failed int64 }
+
+func (e *FailedTransactionsError) Error() string {
+	return fmt.Sprintf("%d client transactions failed (the first are in demo.log): please report this with demo.log", e.Failed)
 }
 
 // caughtUpLag is the lag under which new counts as following old.
@@ -143,7 +168,8 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "  started PostgreSQL %d (old), %d (new) and the broker (%s)\n", oldMajor, newMajor, env.brokerURL)
+	fmt.Fprintf(opts.Out, "  started PostgreSQL %d (old), %d (new), PgBouncer in front of old (port %d) and the broker (%s)\n",
+		oldMajor, newMajor, env.bouncer.Port, env.brokerURL)
 	err = rehearse(ctx, opts, env, sum, log)
 	if err == nil && opts.Keep {
 		err = keepRunning(ctx, opts, env)
@@ -154,21 +180,21 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	return sum, err
 }
 
-// rehearse runs the steps from the sample database to verify and writes
-// the summary and report.
+// rehearse runs the steps from the sample database to the final verify
+// and writes the summary and reports.
 func rehearse(ctx context.Context, opts Options, env *environment, sum *Summary, log *slog.Logger) error {
 	fmt.Fprintf(opts.Out, "  creating sample database %q on old: pgbench --initialize --scale %d and 5 sample tables...\n", appDatabase, opts.Scale)
 	start := time.Now()
 	if err := createSampleDatabase(ctx, env.old, env.new, opts.Scale); err != nil {
 		return err
 	}
-	fmt.Fprintf(opts.Out, "  created in %s; starting a write load of %d transactions/s on old for %ds\n", fmtDuration(time.Since(start)), opts.Rate, opts.LoadSeconds)
-	load, err := startLoad(ctx, env.old.DSN(appDatabase), opts.Scale, opts.Rate)
-	if err != nil {
+	fmt.Fprintf(opts.Out, "  created in %s; starting a write load of %d transactions/s through PgBouncer on old for %ds\n", fmtDuration(time.Since(start)), opts.Rate, opts.LoadSeconds)
+	load := newLoad(env.clientDSN(), opts.Scale, opts.Rate, log.With("component", "load"))
+	if err := load.start(ctx); err != nil {
 		return err
 	}
 	defer load.stop()
-	mon := startMonitor(opts.Out, load, env.new.DSN(appDatabase))
+	mon := startMonitor(opts.Out, load, flow{writer: oldCluster, follower: newCluster, followerDSN: env.new.DSN(appDatabase)})
 	defer mon.stop()
 	loadEnd := mon.started.Add(time.Duration(opts.LoadSeconds) * time.Second)
 
@@ -192,30 +218,47 @@ func rehearse(ctx context.Context, opts Options, env *environment, sum *Summary,
 		return err
 	}
 	mon.step("pg2broker and broker2pg started: old -> %s -> new", env.topic)
-	err = follow(pipe.ctx, opts, env, load, mon, sum, loadEnd)
-	if perr := pipe.stopIfFailed(); perr != nil {
-		return perr
-	}
-	if err != nil {
-		return err
-	}
-	sum.Samples = mon.stop()
-	sum.LagP50, sum.LagP99 = lagPercentiles(sum.Samples)
-
-	if err := runVerify(pipe.ctx, opts, env, sum); err != nil {
+	// A failed service cancels pipe.ctx: its error is the one to report.
+	failed := func(err error) error {
 		if perr := pipe.stopIfFailed(); perr != nil {
 			return perr
 		}
 		return err
 	}
+	if err := follow(pipe.ctx, opts, env, load, mon, sum, loadEnd); err != nil {
+		return failed(err)
+	}
+	if sum.Verify, err = runVerify(pipe.ctx, env); err != nil {
+		return failed(err)
+	}
+	mon.step("verify: %s (%s)", sum.Verify.verdict(), fmtDuration(sum.Verify.Took))
+	if sum.Verify.Equal {
+		if err := switchUnderLoad(pipe.ctx, opts, env, load, mon, sum, log); err != nil {
+			return failed(err)
+		}
+		if sum.FinalVerify, err = runVerify(pipe.ctx, env); err != nil {
+			return failed(err)
+		}
+	}
+	sum.Samples = mon.stop()
+	sum.LagP50, sum.LagP99 = lagPercentiles(sum.Samples)
+	sum.FailedTransactions = load.failures()
 	sum.Took = time.Since(sum.Started)
+	if err := writeSwitchReports(sum); err != nil {
+		return err
+	}
 	printSummary(opts.Out, sum)
 	if err := writeReport(sum.Report, sum); err != nil {
 		return err
 	}
 	fmt.Fprintf(opts.Out, "\nreport: %s (open it in any browser)\n", sum.Report)
-	if !sum.VerifyEqual {
-		return &DifferentError{Tables: sum.Different}
+	for _, v := range []VerifyResult{sum.Verify, sum.FinalVerify} {
+		if !v.Equal {
+			return &DifferentError{Tables: v.Different}
+		}
+	}
+	if sum.FailedTransactions > 0 {
+		return &FailedTransactionsError{Failed: sum.FailedTransactions}
 	}
 	return nil
 }

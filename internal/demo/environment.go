@@ -17,6 +17,7 @@ import (
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/devbroker"
 	"github.com/pgtandem/pgtandem/internal/catalog"
+	"github.com/pgtandem/pgtandem/internal/pgbouncerlocal"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 	"github.com/pgtandem/pgtandem/pg2broker"
@@ -29,16 +30,23 @@ const dirMarker = ".pgtandem-demo"
 // topicPrefix gives the sample application's topics, app-pg15 for old.
 const topicPrefix = "persistent://public/default/app"
 
-// environment is what a rehearsal runs on: both servers, the broker, and
-// once started the capture and apply pipeline. close stops all of it.
+// bouncerDir is the folder of PgBouncer under the demo's.
+const bouncerDir = "pgbouncer"
+
+// environment is what a rehearsal runs on: both servers, PgBouncer in
+// front of old (clients reach the application only through it), the
+// broker, and once started the capture and apply pipeline. close stops
+// all of it.
 type environment struct {
 	dir       string
 	old, new  *pglocal.Server
+	bouncer   *pgbouncerlocal.Bouncer
 	broker    *devbroker.Server
 	brokerURL string
 	adminURL  string
-	topic     string
-	pipe      *pipeline
+	// topic is old's, reverseTopic new's.
+	topic, reverseTopic string
+	pipe                *pipeline
 }
 
 // resetDir deletes what a previous run left in dir, stopping servers a
@@ -55,6 +63,7 @@ func resetDir(dir string) error {
 		for _, cluster := range []string{oldCluster, newCluster} {
 			stopStaleServer(filepath.Join(dir, cluster, "data"))
 		}
+		pgbouncerlocal.StopStale(filepath.Join(dir, bouncerDir))
 		if err := os.RemoveAll(dir); err != nil {
 			return err
 		}
@@ -81,10 +90,10 @@ func stopStaleServer(dataDir string) {
 	}
 }
 
-// startEnvironment starts old, new and the broker under dir. On error,
-// what was started is stopped again.
+// startEnvironment starts old, new, PgBouncer and the broker under dir. On
+// error, what was started is stopped again.
 func startEnvironment(ctx context.Context, dir string, log *slog.Logger) (*environment, error) {
-	env := &environment{dir: dir, topic: catalog.Topic(topicPrefix, oldMajor)}
+	env := &environment{dir: dir, topic: catalog.Topic(topicPrefix, oldMajor), reverseTopic: catalog.Topic(topicPrefix, newMajor)}
 	start := time.Now()
 	// Throwaway data: no fsync spares the 2-core machine the flushes.
 	settings := map[string]string{"fsync": "off", "full_page_writes": "off"}
@@ -100,14 +109,21 @@ func startEnvironment(ctx context.Context, dir string, log *slog.Logger) (*envir
 	})
 	err := g.Wait()
 	if err == nil {
+		env.bouncer, err = pgbouncerlocal.Start(ctx, pgbouncerlocal.Options{Dir: filepath.Join(dir, bouncerDir), Backend: env.old, Database: appDatabase})
+	}
+	if err == nil {
 		err = env.startBroker(log)
 	}
 	if err != nil {
 		return nil, errors.Join(err, env.close())
 	}
-	log.Info("environment started", "old", env.old.DSN(appDatabase), "new", env.new.DSN(appDatabase), "broker", env.brokerURL, "took", time.Since(start))
+	log.Info("environment started", "old", env.old.DSN(appDatabase), "new", env.new.DSN(appDatabase), "pgbouncer", env.bouncer.DSN(appDatabase),
+		"broker", env.brokerURL, "took", time.Since(start))
 	return env, nil
 }
+
+// clientDSN is where the application's clients connect: PgBouncer.
+func (env *environment) clientDSN() string { return env.bouncer.DSN(appDatabase) }
 
 func (env *environment) startBroker(log *slog.Logger) error {
 	cfg := devbroker.DefaultConfig()
@@ -124,12 +140,15 @@ func (env *environment) startBroker(log *slog.Logger) error {
 	return nil
 }
 
-// close stops the pipeline, the broker and both servers, whatever was
-// started, and returns the pipeline's error if it failed.
+// close stops the pipeline, PgBouncer, the broker and both servers,
+// whatever was started, and returns the pipeline's error if it failed.
 func (env *environment) close() error {
 	var errs []error
 	if env.pipe != nil {
 		errs = append(errs, env.pipe.stop())
+	}
+	if env.bouncer != nil {
+		errs = append(errs, env.bouncer.Stop())
 	}
 	if env.broker != nil {
 		errs = append(errs, env.broker.Close())
@@ -147,63 +166,113 @@ func (env *environment) close() error {
 	return errors.Join(errs...)
 }
 
-// pipeline is pg2broker and broker2pg running in-process. A failure of
-// either cancels ctx, which every later step of the rehearsal waits on.
+// pipeline is pg2broker and broker2pg running in-process, old -> new and,
+// once armed, new -> old. A failure of any cancels ctx, which every later
+// step of the rehearsal waits on.
 type pipeline struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	g      *errgroup.Group
+	log    *slog.Logger
 	err    error
 	done   bool
 }
 
-type service interface {
-	Run(ctx context.Context) error
-}
-
+// startPipeline starts capture on old and apply on new.
 func (env *environment) startPipeline(ctx context.Context, log *slog.Logger) (*pipeline, error) {
-	capture := pg2broker.DefaultConfig()
-	capture.Cluster, capture.DSN, capture.Topic, capture.PulsarURL = oldCluster, env.old.DSN(appDatabase), env.topic, env.brokerURL
-	apply := broker2pg.DefaultConfig()
-	apply.Source, apply.Target, apply.SourceDSN, apply.TargetDSN = oldCluster, newCluster, env.old.DSN(appDatabase), env.new.DSN(appDatabase)
-	apply.Topic, apply.PulsarURL, apply.AdminURL = env.topic, env.brokerURL, env.adminURL
-
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
-	p := &pipeline{ctx: gctx, cancel: cancel, g: g}
-	builders := map[string]func(*telemetry.Telemetry) (service, error){
-		"pgtandem/pg2broker": func(tel *telemetry.Telemetry) (service, error) {
-			return pg2broker.New(capture, log.With("service", "pg2broker"), tel)
-		},
-		"pgtandem/broker2pg": func(tel *telemetry.Telemetry) (service, error) {
-			return broker2pg.New(apply, log.With("service", "broker2pg"), tel)
-		},
-	}
-	for scope, build := range builders {
-		tel, err := telemetry.New(scope)
-		if err != nil {
-			p.stop()
-			return nil, err
-		}
-		svc, err := build(tel)
-		if err != nil {
-			_ = tel.Shutdown(context.Background())
-			p.stop()
-			return nil, fmt.Errorf("%s: %w", scope, err)
-		}
-		g.Go(func() error {
-			defer tel.Shutdown(context.Background())
-			if err := svc.Run(gctx); err != nil {
-				return fmt.Errorf("%s: %w", scope, err)
-			}
-			return nil
-		})
-	}
+	p := &pipeline{ctx: gctx, cancel: cancel, g: g, log: log}
 	env.pipe = p
+	if _, err := p.startCapture(env.captureConfig(oldCluster, env.old, env.topic)); err != nil {
+		return nil, errors.Join(err, p.stop())
+	}
+	if err := p.startApply(env.applyConfig(oldCluster, newCluster, env.old, env.new, env.topic)); err != nil {
+		return nil, errors.Join(err, p.stop())
+	}
 	return p, nil
 }
 
-// stop ends both services and returns the error that ended either early.
+// armReverse starts capture on new (creating its publication and slot)
+// and apply on old, as an operator does before the maintenance window,
+// and returns once the capture streams. Nothing but pgtandem writes on new
+// until the switch, so the reverse flow stays idle until then.
+func (env *environment) armReverse(ctx context.Context) error {
+	cfg := env.captureConfig(newCluster, env.new, env.reverseTopic)
+	cfg.CreateSlot = true
+	capture, err := env.pipe.startCapture(cfg)
+	if err != nil {
+		return err
+	}
+	if err := env.pipe.startApply(env.applyConfig(newCluster, oldCluster, env.new, env.old, env.reverseTopic)); err != nil {
+		return err
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, armTimeout)
+	defer cancel()
+	err = poll(readyCtx, 50*time.Millisecond, func() (bool, error) { return capture.Ready() == nil, nil })
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("arm the reverse flow: pg2broker --from %s does not stream after %s: %v", newCluster, armTimeout, capture.Ready())
+	}
+	return err
+}
+
+// armTimeout bounds the wait for the reverse capture to stream.
+const armTimeout = time.Minute
+
+func (env *environment) captureConfig(cluster string, srv *pglocal.Server, topic string) pg2broker.Config {
+	cfg := pg2broker.DefaultConfig()
+	cfg.Cluster, cfg.DSN, cfg.Topic, cfg.PulsarURL = cluster, srv.DSN(appDatabase), topic, env.brokerURL
+	return cfg
+}
+
+func (env *environment) applyConfig(source, target string, src, dst *pglocal.Server, topic string) broker2pg.Config {
+	cfg := broker2pg.DefaultConfig()
+	cfg.Source, cfg.Target, cfg.SourceDSN, cfg.TargetDSN = source, target, src.DSN(appDatabase), dst.DSN(appDatabase)
+	cfg.Topic, cfg.PulsarURL, cfg.AdminURL = topic, env.brokerURL, env.adminURL
+	return cfg
+}
+
+func (p *pipeline) startCapture(cfg pg2broker.Config) (*pg2broker.Service, error) {
+	tel, err := telemetry.New("pgtandem/pg2broker")
+	if err != nil {
+		return nil, err
+	}
+	svc, err := pg2broker.New(cfg, p.log.With("service", "pg2broker", "from", cfg.Cluster), tel)
+	if err != nil {
+		_ = tel.Shutdown(context.Background())
+		return nil, fmt.Errorf("pg2broker --from %s: %w", cfg.Cluster, err)
+	}
+	p.run("pg2broker --from "+cfg.Cluster, svc.Run, tel)
+	return svc, nil
+}
+
+func (p *pipeline) startApply(cfg broker2pg.Config) error {
+	tel, err := telemetry.New("pgtandem/broker2pg")
+	if err != nil {
+		return err
+	}
+	svc, err := broker2pg.New(cfg, p.log.With("service", "broker2pg", "from", cfg.Source, "to", cfg.Target), tel)
+	if err != nil {
+		_ = tel.Shutdown(context.Background())
+		return fmt.Errorf("broker2pg --from %s --to %s: %w", cfg.Source, cfg.Target, err)
+	}
+	p.run("broker2pg --from "+cfg.Source+" --to "+cfg.Target, svc.Run, tel)
+	return nil
+}
+
+// run runs a service until the pipeline stops; its telemetry is shut down
+// after it.
+func (p *pipeline) run(name string, run func(context.Context) error, tel *telemetry.Telemetry) {
+	p.g.Go(func() error {
+		defer tel.Shutdown(context.Background())
+		if err := run(p.ctx); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// stop ends every service and returns the error that ended one early.
 func (p *pipeline) stop() error {
 	if !p.done {
 		p.cancel()
@@ -213,7 +282,7 @@ func (p *pipeline) stop() error {
 }
 
 // stopIfFailed returns the error of a service that ended on its own, after
-// stopping the other; nil while both run.
+// stopping the others; nil while all run.
 func (p *pipeline) stopIfFailed() error {
 	if p.ctx.Err() == nil {
 		return nil

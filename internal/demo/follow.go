@@ -19,7 +19,7 @@ func follow(ctx context.Context, opts Options, env *environment, load *writeLoad
 	applyStart := time.Now()
 	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
 		lag, ok := mon.lastLag()
-		return ok && lag < caughtUpLag, load.failure()
+		return ok && lag < caughtUpLag, nil
 	})
 	if err != nil {
 		return err
@@ -28,7 +28,7 @@ func follow(ctx context.Context, opts Options, env *environment, load *writeLoad
 	mon.setPhase(PhaseSteady)
 	mon.step("caught up in %s: new follows old with lag under %s", fmtDuration(sum.CatchUp), caughtUpLag)
 
-	err = poll(ctx, 100*time.Millisecond, func() (bool, error) { return time.Now().After(loadEnd), load.failure() })
+	err = poll(ctx, 100*time.Millisecond, func() (bool, error) { return time.Now().After(loadEnd), nil })
 	if err != nil {
 		return err
 	}
@@ -39,16 +39,19 @@ func follow(ctx context.Context, opts Options, env *environment, load *writeLoad
 			return err
 		}
 	}
-	if err := load.stop(); err != nil {
-		return err
-	}
+	load.stop()
 	sum.LoadPaused = time.Since(mon.started)
 	sum.LoadTransactions, sum.LoadRows = load.committed()
 	mon.setPhase(PhaseDrain)
 	mon.step("load paused after %d transactions (%d rows)", sum.LoadTransactions, sum.LoadRows)
+	return waitMarker(ctx, opts, env, mon, sum, 1)
+}
 
+// waitMarker writes marker row id on old, where the load wrote last, and
+// waits until it is on new: then new holds everything old committed.
+func waitMarker(ctx context.Context, opts Options, env *environment, mon *monitor, sum *Summary, id int) error {
 	written := time.Now()
-	if err := execSQL(ctx, env.old.DSN(appDatabase), `INSERT INTO demo_marker (id) VALUES (1)`); err != nil {
+	if err := execSQL(ctx, env.old.DSN(appDatabase), fmt.Sprintf(`INSERT INTO demo_marker (id) VALUES (%d)`, id)); err != nil {
 		return fmt.Errorf("write the marker row on old: %w", err)
 	}
 	conn, err := pgx.Connect(ctx, env.new.DSN(appDatabase))
@@ -60,7 +63,7 @@ func follow(ctx context.Context, opts Options, env *environment, load *writeLoad
 	defer cancel()
 	err = poll(markerCtx, 50*time.Millisecond, func() (bool, error) {
 		var n int
-		err := conn.QueryRow(markerCtx, `SELECT count(*) FROM demo_marker`).Scan(&n)
+		err := conn.QueryRow(markerCtx, `SELECT count(*) FROM demo_marker WHERE id = $1`, id).Scan(&n)
 		return err == nil && n == 1, nil
 	})
 	if err != nil && ctx.Err() == nil {

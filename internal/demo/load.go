@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -14,7 +15,7 @@ import (
 // sample tables: an update of a row with extension, enum, array and json
 // types, a new order and a partition move, a row in the keyless log. It is
 // sent as one simple-protocol query: one implicit transaction, one round
-// trip.
+// trip, and what PgBouncer's transaction pooling serves.
 const loadTransaction = `
 UPDATE pgbench_accounts SET abalance = abalance + %[2]d WHERE aid = %[3]d;
 UPDATE pgbench_tellers SET tbalance = tbalance + %[2]d WHERE tid = %[4]d;
@@ -28,86 +29,172 @@ INSERT INTO load_ticks (txn) VALUES (%[1]d);`
 
 // trimAuditLog deletes the oldest row of the keyless table. Applying it
 // means a scan of the table on new (no key to look the row up by), so only
-// every trimEvery-th transaction does it, as an application purging old
-// log rows now and then would.
+// every occasionalEvery-th transaction does it, as an application purging
+// old log rows now and then would. signUp adds a customer, whose id comes
+// from the bigserial's sequence: after a switch it is a duplicate key
+// unless the switch set the sequence on the cluster clients moved to.
 const (
-	trimAuditLog = `DELETE FROM audit_log WHERE ctid = (SELECT min(ctid) FROM audit_log);`
-	trimEvery    = 10
+	trimAuditLog    = `DELETE FROM audit_log WHERE ctid = (SELECT min(ctid) FROM audit_log);`
+	signUp          = `INSERT INTO customers (email, tier, balance) VALUES ('signup%d@example.com', 'free', 0);`
+	occasionalEvery = 10
 )
 
-// writeLoad runs loadTransaction at a steady rate on one connection until
-// stopped. It is owned by the run that starts it: stop waits for its
-// goroutine.
+// clientTxn is one load transaction as its client saw it.
+type clientTxn struct {
+	// Scheduled is when it was due to start: its latency counts from
+	// there, as pgbench --rate counts it, so that a transaction held up by
+	// the one before waits too.
+	Scheduled, End time.Time
+	Failed         bool
+}
+
+func (x clientTxn) latency() time.Duration { return x.End.Sub(x.Scheduled) }
+
+// maxFailuresLogged bounds the failed transactions written to demo.log.
+const maxFailuresLogged = 10
+
+// writeLoad runs loadTransaction at a steady rate on one connection, the
+// application's client, until stopped; start continues it after a stop
+// with the next transaction number. Each run is owned by the rehearsal
+// that starts it: stop waits for its goroutine. A failed transaction is
+// counted and logged, and the load goes on (on a new connection when the
+// one it had is broken): the rehearsal reports the count.
 type writeLoad struct {
+	dsn         string
+	scale, rate int
+	log         *slog.Logger
+
 	mu sync.Mutex
 	// rowsThrough[n] is the rows changed by transactions 1..n, so that the
-	// highest load_ticks.txn on new says how many rows were applied.
+	// highest load_ticks.txn on the other cluster says how many rows were
+	// applied.
 	rowsThrough []int64
+	// txns[n-1] is transaction n as its client saw it.
+	txns   []clientTxn
+	failed int64
+	// startedAt is when the load last started.
+	startedAt time.Time
 
 	quit chan struct{}
 	done chan struct{}
-	err  error // set before done is closed
 }
 
-// startLoad connects and starts the load at rate transactions per second
-// against a pgbench database of the given scale.
-func startLoad(ctx context.Context, dsn string, scale, rate int) (*writeLoad, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+func newLoad(dsn string, scale, rate int, log *slog.Logger) *writeLoad {
+	return &writeLoad{dsn: dsn, scale: scale, rate: rate, log: log, rowsThrough: []int64{0}}
+}
+
+// start connects and runs the load until stop or the end of ctx.
+func (l *writeLoad) start(ctx context.Context) error {
+	conn, err := l.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("connect the write load: %w", err)
+		return fmt.Errorf("connect the write load to %s: %w", l.dsn, err)
 	}
-	l := &writeLoad{rowsThrough: []int64{0}, quit: make(chan struct{}), done: make(chan struct{})}
+	l.quit, l.done = make(chan struct{}), make(chan struct{})
+	l.mu.Lock()
+	l.startedAt = time.Now()
+	l.mu.Unlock()
 	go func() {
 		defer close(l.done)
-		defer conn.Close(context.Background())
-		l.err = l.run(ctx, conn, scale, rate)
+		l.run(ctx, conn)
 	}()
-	return l, nil
+	return nil
 }
 
-func (l *writeLoad) run(ctx context.Context, conn *pgx.Conn, scale, rate int) error {
-	interval := time.Second / time.Duration(rate)
+func (l *writeLoad) connect(ctx context.Context) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return pgx.Connect(ctx, l.dsn)
+}
+
+func (l *writeLoad) run(ctx context.Context, conn *pgx.Conn) {
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	interval := time.Second / time.Duration(l.rate)
 	next := time.Now()
-	for txn := int64(1); ; txn++ {
+	for {
 		// Pacing on a schedule rather than sleeping after each transaction
 		// keeps the rate steady when one transaction is slow.
 		next = next.Add(interval)
 		select {
 		case <-l.quit:
-			return nil
+			return
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(time.Until(next)):
 		}
-		sql := fmt.Sprintf(loadTransaction, txn, rand.IntN(10000)-5000, rand.IntN(100000*scale)+1,
-			rand.IntN(10*scale)+1, rand.IntN(scale)+1, rand.IntN(20000)+1, rand.IntN(30000)+1)
-		if txn%trimEvery == 0 {
-			sql += trimAuditLog
+		txn, _ := l.committed()
+		txn++
+		rows, err := l.transaction(ctx, &conn, txn)
+		if ctx.Err() != nil {
+			return
 		}
-		results, err := conn.PgConn().Exec(ctx, sql).ReadAll()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("write load, transaction %d: %w", txn, err)
-		}
-		var rows int64
-		for _, r := range results {
-			rows += r.CommandTag.RowsAffected()
-		}
-		l.mu.Lock()
-		l.rowsThrough = append(l.rowsThrough, l.rowsThrough[txn-1]+rows)
-		l.mu.Unlock()
+		l.record(txn, next, rows, err)
 	}
 }
 
-// committed returns how many load transactions have committed on old and
-// the rows they changed.
+// transaction runs load transaction txn, connecting again first when the
+// connection was lost.
+func (l *writeLoad) transaction(ctx context.Context, conn **pgx.Conn, txn int64) (int64, error) {
+	if *conn == nil || (*conn).IsClosed() {
+		c, err := l.connect(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("connect again: %w", err)
+		}
+		*conn = c
+	}
+	sql := fmt.Sprintf(loadTransaction, txn, rand.IntN(10000)-5000, rand.IntN(100000*l.scale)+1,
+		rand.IntN(10*l.scale)+1, rand.IntN(l.scale)+1, rand.IntN(20000)+1, rand.IntN(30000)+1)
+	if txn%occasionalEvery == 0 {
+		sql += trimAuditLog + fmt.Sprintf(signUp, txn)
+	}
+	results, err := (*conn).PgConn().Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	var rows int64
+	for _, r := range results {
+		rows += r.CommandTag.RowsAffected()
+	}
+	return rows, nil
+}
+
+func (l *writeLoad) record(txn int64, scheduled time.Time, rows int64, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rowsThrough = append(l.rowsThrough, l.rowsThrough[txn-1]+rows)
+	l.txns = append(l.txns, clientTxn{Scheduled: scheduled, End: time.Now(), Failed: err != nil})
+	if err != nil {
+		l.failed++
+		if l.failed <= maxFailuresLogged {
+			l.log.Error("client transaction failed", "txn", txn, "err", err)
+		}
+	}
+}
+
+// committed returns how many load transactions have run and the rows they
+// changed.
 func (l *writeLoad) committed() (txns, rows int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := len(l.rowsThrough) - 1
 	return int64(n), l.rowsThrough[n]
+}
+
+// started returns when the load last started.
+func (l *writeLoad) started() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.startedAt
+}
+
+// failures returns how many load transactions failed.
+func (l *writeLoad) failures() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // rowsThroughTxn returns the rows changed by load transactions 1..txn.
@@ -117,24 +204,30 @@ func (l *writeLoad) rowsThroughTxn(txn int64) int64 {
 	return l.rowsThrough[min(max(txn, 0), int64(len(l.rowsThrough)-1))]
 }
 
-// stop ends the load after its transaction in flight and returns the error
-// that ended it early, if any. Calling it again returns the same.
-func (l *writeLoad) stop() error {
+// clientTxns returns the transactions that ran at some moment between from
+// and to.
+func (l *writeLoad) clientTxns(from, to time.Time) []clientTxn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []clientTxn
+	for _, x := range l.txns {
+		if !x.End.Before(from) && !x.Scheduled.After(to) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// stop ends the load after its transaction in flight. Calling it again, or
+// before start, does nothing.
+func (l *writeLoad) stop() {
+	if l.quit == nil {
+		return
+	}
 	select {
 	case <-l.quit:
 	default:
 		close(l.quit)
 	}
 	<-l.done
-	return l.err
-}
-
-// failure returns the error that ended the load early, nil while it runs.
-func (l *writeLoad) failure() error {
-	select {
-	case <-l.done:
-		return l.err
-	default:
-		return nil
-	}
 }

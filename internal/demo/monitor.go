@@ -30,23 +30,36 @@ const (
 	PhaseCatchUp              // apply works through what was written during the copy
 	PhaseSteady               // new follows old under the load
 	PhaseDrain                // load paused, marker and verify
+	PhaseSwitch               // load on again: switch to new and roll back to old under it
 )
 
 func (p Phase) String() string {
-	return [...]string{"initial copy", "catching up", "in tandem", "load paused"}[p]
+	return [...]string{"initial copy", "catching up", "in tandem", "load paused", "switch and rollback"}[p]
+}
+
+// flow is where the load's writes go: clients write on writer, pgtandem
+// applies them on follower. A switch turns it around.
+type flow struct {
+	writer, follower string
+	followerDSN      string
 }
 
 // Sample is one measurement, taken every 500 ms while the load runs.
 type Sample struct {
 	At    time.Duration // since the load started
 	Phase Phase
-	// WrittenRate is rows/s changed on old, AppliedRate rows/s applied on
-	// new (valid once apply runs, HasApplied).
+	// Writer is the cluster the load wrote on: old, or new between the
+	// switch and the rollback.
+	Writer string
+	// WrittenRate is rows/s changed by the load, AppliedRate rows/s applied
+	// on the other cluster (valid once apply runs, HasApplied).
 	WrittenRate float64
 	AppliedRate float64
 	HasApplied  bool
 	// Lag is now minus the source commit time of the last transaction
-	// applied on new (valid when HasLag).
+	// applied on the other cluster (valid when HasLag: while the load
+	// writes, since without writes it only measures the time since the
+	// last one).
 	Lag    time.Duration
 	HasLag bool
 }
@@ -57,15 +70,15 @@ type Sample struct {
 type monitor struct {
 	out io.Writer
 	// status draws the block on a terminal; nil elsewhere.
-	status    *statusBlock
-	load      *writeLoad
-	started   time.Time
-	targetDSN string
+	status  *statusBlock
+	load    *writeLoad
+	started time.Time
 
 	// mu guards what the status block's decorators read on mpb's
 	// goroutines; it is never held while calling mpb.
 	mu        sync.Mutex
 	phase     Phase
+	flow      flow
 	copyLine  string
 	samples   []Sample
 	lastPlain time.Time
@@ -75,16 +88,16 @@ type monitor struct {
 	stopOnce sync.Once
 }
 
-func startMonitor(out io.Writer, load *writeLoad, targetDSN string) *monitor {
+func startMonitor(out io.Writer, load *writeLoad, f flow) *monitor {
 	var status *statusBlock
 	if logging.CanRedraw(out) {
 		status = newStatusBlock(out)
 	}
-	return runMonitor(out, status, load, targetDSN)
+	return runMonitor(out, status, load, f)
 }
 
-func runMonitor(out io.Writer, status *statusBlock, load *writeLoad, targetDSN string) *monitor {
-	m := &monitor{out: out, status: status, load: load, started: time.Now(), targetDSN: targetDSN,
+func runMonitor(out io.Writer, status *statusBlock, load *writeLoad, f flow) *monitor {
+	m := &monitor{out: out, status: status, load: load, started: time.Now(), flow: f,
 		quit: make(chan struct{}), done: make(chan struct{})}
 	if status != nil {
 		status.text = m.lineText
@@ -96,6 +109,7 @@ func runMonitor(out io.Writer, status *statusBlock, load *writeLoad, targetDSN s
 func (m *monitor) run() {
 	defer close(m.done)
 	var conn *pgx.Conn
+	var connDSN string
 	defer func() {
 		if conn != nil {
 			conn.Close(context.Background())
@@ -115,14 +129,19 @@ func (m *monitor) run() {
 		secs := now.Sub(last).Seconds()
 		last = now
 		_, written := m.load.committed()
-		s := Sample{At: now.Sub(m.started), Phase: m.currentPhase(), WrittenRate: float64(written-lastWritten) / secs}
+		phase, f := m.current()
+		s := Sample{At: now.Sub(m.started), Phase: phase, Writer: f.writer, WrittenRate: float64(written-lastWritten) / secs}
 		lastWritten = written
 		if s.Phase != PhaseCopy {
+			if conn != nil && connDSN != f.followerDSN {
+				conn.Close(context.Background())
+				conn = nil
+			}
 			if conn == nil {
-				conn = m.connect()
+				conn, connDSN = m.connect(f.followerDSN), f.followerDSN
 			}
 			if conn != nil {
-				appliedTxn, lag, err := readApplied(conn, now)
+				appliedTxn, lag, err := readApplied(conn, f.writer, now)
 				applied := m.load.rowsThroughTxn(appliedTxn)
 				switch {
 				case err != nil:
@@ -133,7 +152,10 @@ func (m *monitor) run() {
 					fallthrough
 				default:
 					lastApplied = applied
-					s.Lag, s.HasLag = lag, lag >= 0
+					// Right after the load resumes, the last transaction
+					// applied is from before its pause: new writes are at
+					// most as old as the resume.
+					s.Lag, s.HasLag = min(lag, now.Sub(m.load.started())), lag >= 0 && s.Phase != PhaseDrain
 				}
 			}
 		}
@@ -141,19 +163,19 @@ func (m *monitor) run() {
 	}
 }
 
-func (m *monitor) connect() *pgx.Conn {
+func (m *monitor) connect(dsn string) *pgx.Conn {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, m.targetDSN)
+	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return nil
 	}
 	return conn
 }
 
-// readApplied returns the highest load transaction applied on new and the lag of
-// the apply from old (negative when nothing was applied yet).
-func readApplied(conn *pgx.Conn, now time.Time) (int64, time.Duration, error) {
+// readApplied returns the highest load transaction on conn's cluster and
+// the lag of its apply from source (negative when nothing was applied yet).
+func readApplied(conn *pgx.Conn, source string, now time.Time) (int64, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var applied int64
@@ -165,17 +187,24 @@ func readApplied(conn *pgx.Conn, now time.Time) (int64, time.Duration, error) {
 		return 0, 0, err
 	}
 	for _, p := range progress {
-		if p.Source == oldCluster && p.CommitTime.Unix() > 0 {
+		if p.Source == source && p.CommitTime.Unix() > 0 {
 			return applied, max(now.Sub(p.CommitTime), 0), nil
 		}
 	}
 	return applied, -1, nil
 }
 
-func (m *monitor) currentPhase() Phase {
+func (m *monitor) current() (Phase, flow) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.phase
+	return m.phase, m.flow
+}
+
+// setFlow tells where the load writes after a switch.
+func (m *monitor) setFlow(f flow) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.flow = f
 }
 
 func (m *monitor) setPhase(p Phase) {
@@ -239,9 +268,9 @@ type statusLine int
 const (
 	linePhase statusLine = iota
 	lineCopy
-	lineOld
-	lineNew
-	statusLines // how many there are
+	lineWriter   // the cluster clients write on
+	lineFollower // the one pgtandem applies their writes on
+	statusLines  // how many there are
 )
 
 // lines returns the status, phase, copy and the latest sample, a line ""
@@ -253,13 +282,16 @@ func (m *monitor) lines() [statusLines]string {
 	if n := len(m.samples); n > 0 {
 		s := m.samples[n-1]
 		txns, rows := m.load.committed()
-		lines[lineOld] = fmt.Sprintf("old     %6.0f rows/s written, %d transactions, %d rows", s.WrittenRate, txns, rows)
+		lines[lineWriter] = fmt.Sprintf("%-7s %6.0f rows/s written, %d transactions, %d rows", s.Writer, s.WrittenRate, txns, rows)
+		if failed := m.load.failures(); failed > 0 {
+			lines[lineWriter] += fmt.Sprintf(", %d FAILED", failed)
+		}
 		if s.HasApplied || s.HasLag {
 			lag := "-"
 			if s.HasLag {
 				lag = fmtDuration(s.Lag)
 			}
-			lines[lineNew] = fmt.Sprintf("new     %6.0f rows/s applied, lag %s", s.AppliedRate, lag)
+			lines[lineFollower] = fmt.Sprintf("%-7s %6.0f rows/s applied, lag %s", m.flow.follower, s.AppliedRate, lag)
 		}
 	}
 	return lines

@@ -22,7 +22,7 @@ func TestStatusBlock(t *testing.T) {
 	out := &lockedBuffer{}
 	load := &writeLoad{rowsThrough: []int64{0, 3, 7}}
 	status := newStatusBlock(out, mpb.WithWidth(120), mpb.WithAutoRefresh(), mpb.WithRefreshRate(10*time.Millisecond))
-	m := runMonitor(out, status, load, "")
+	m := runMonitor(out, status, load, flow{writer: oldCluster, follower: newCluster})
 	m.copyProgress(bootstrap.CopyProgress{Bytes: 2e6, TotalBytes: 8e6})
 	m.step("init copied %d rows", 42)
 	testwait.For(t, 10*time.Second, "the status lines and the step drawn", func() error {

@@ -29,10 +29,11 @@ type chart struct {
 	Axes   template.HTML
 }
 
-// writeReport writes the summary and the charts of lag and throughput as
-// one self-contained HTML file.
+// writeReport writes the summary, the charts of lag and throughput and the
+// timeline of each switch as one self-contained HTML file, linking each
+// switch's own page.
 func writeReport(path string, s *Summary) error {
-	end := s.LoadPaused
+	end := max(s.LoadPaused, s.LoadStopped)
 	for _, sm := range s.Samples {
 		end = max(end, sm.At)
 	}
@@ -52,21 +53,31 @@ func writeReport(path string, s *Summary) error {
 			applied = append(applied, point{sm.At, sm.AppliedRate})
 		}
 	}
-	events := []event{{s.CopyEnd, "copy done"}, {s.CaughtUp, "caught up"}, {s.LoadPaused, "load paused"}}
+	events := []event{{s.CopyEnd, "copy done"}, {s.CaughtUp, "caught up"}, {s.LoadPaused, "load paused"}, {s.LoadResumed, "load resumed"}}
+	var timelines []timeline
+	for _, res := range s.Switches {
+		events = append(events, event{res.At, fmt.Sprintf("%s → %s", res.title(), res.Report.To)})
+		timelines = append(timelines, newTimeline(res))
+	}
+	events = append(events, event{s.LoadStopped, "load stopped"})
 	data := struct {
-		S      *Summary
-		Rows   [][2]string
-		Charts []chart
-		When   string
+		S         *Summary
+		Verify    VerifyResult
+		Rows      []summaryRow
+		Charts    []chart
+		Timelines []timeline
+		When      string
 	}{
-		S:    s,
-		Rows: s.summaryRows(),
-		When: s.Started.Format(time.RFC1123),
+		S:         s,
+		Verify:    s.finalVerify(),
+		Rows:      s.summaryRows(),
+		When:      s.Started.Format(time.RFC1123),
+		Timelines: timelines,
 		Charts: []chart{
-			newChart("Lag of new behind old", lagUnit, end, events, []line{{"lag (now − source commit time of the last applied transaction)", "#d62728", lag}}),
+			newChart("Lag of the follower behind the cluster clients write on", lagUnit, end, events, []line{{"lag (now − source commit time of the last applied transaction), while the load writes", "#d62728", lag}}),
 			newChart("Throughput", "rows/s", end, events, []line{
-				{"written on old", "#1f77b4", written},
-				{"applied on new", "#2ca02c", applied},
+				{"written by clients through PgBouncer (on old; on new between switch and rollback)", "#1f77b4", written},
+				{"applied on the other cluster", "#2ca02c", applied},
 			}),
 		},
 	}
@@ -114,8 +125,10 @@ func newChart(title, unit string, end time.Duration, events []event, lines []lin
 	for _, l := range lines {
 		var d strings.Builder
 		for i, p := range l.points {
+			// A gap in the samples (no lag while the load is paused) is
+			// left a gap rather than bridged.
 			op := "L"
-			if i == 0 {
+			if i == 0 || p.at-l.points[i-1].at > 2*sampleInterval {
 				op = "M"
 			}
 			fmt.Fprintf(&d, "%s%.1f,%.1f ", op, xs(p.at), ys(p.v))
@@ -177,7 +190,7 @@ func formatValue(v float64) string {
 	return fmt.Sprintf("%.2g", v)
 }
 
-var reportTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{"ms": fmtMs}).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pgtandem demo: PostgreSQL 15 → 17 rehearsal</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1060px; color: #222; }
@@ -189,9 +202,11 @@ td:first-child { font-weight: 600; white-space: nowrap; }
 svg { width: 100%; height: auto; background: #fff; border: 1px solid #ddd; }
 </style></head><body>
 <h1>pgtandem demo: upgrade rehearsal PostgreSQL 15 → 17</h1>
-<p>Run of {{.When}} in <code>{{.S.Dir}}</code>. Verify:
-{{if .S.VerifyEqual}}<span class="ok">old and new are equal</span>{{else}}<span class="bad">old and new differ</span>{{end}}</p>
-<table>{{range .Rows}}<tr><td>{{index . 0}}</td><td>{{index . 1}}</td></tr>{{end}}</table>
+<p>Run of {{.When}} in <code>{{.S.Dir}}</code>. Verify{{if .S.Switches}} after the rollback{{end}}:
+{{if .Verify.Equal}}<span class="ok">old and new are equal</span>{{else}}<span class="bad">old and new differ</span>{{end}}.
+{{range .S.Switches}}{{.Report.From}} → {{.Report.To}}: write pause {{ms .Report.Pause}}. {{end}}
+{{if .S.Switches}}Client transactions failed: {{if eq .S.FailedTransactions 0}}<span class="ok">0</span>{{else}}<span class="bad">{{.S.FailedTransactions}}</span>{{end}}.{{end}}</p>
+<table>{{range .Rows}}<tr><td>{{.Name}}</td><td>{{.Value}}</td></tr>{{end}}</table>
 {{range .Charts}}<h2>{{.Title}} ({{.Unit}})</h2>
 <div class="legend">{{range .Series}}<span><i style="background: {{.Color}}"></i>{{.Name}}</span>{{end}}</div>
 <svg viewBox="0 0 1000 300" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{{.Title}}">
@@ -199,6 +214,14 @@ svg { width: 100%; height: auto; background: #fff; border: 1px solid #ddd; }
 {{range .Series}}<path d="{{.Path}}" fill="none" stroke="{{.Color}}" stroke-width="2"/>
 {{end}}</svg>
 {{end}}
-<p>Samples every 500 ms from the start of the write load. Lag is shown once apply has run; phases: initial copy, catching up with what was written during the copy, in tandem, load paused (then marker row and verify).</p>
+<p>Samples every 500 ms from the start of the write load. Lag is shown once apply has run and while the load writes; phases: initial copy, catching up with what was written during the copy, in tandem, load paused (marker row and verify), load resumed for the switch to new and the rollback to old, load stopped (marker row and the final verify).</p>
+{{if .Timelines}}<h2>Switch and rollback under load</h2>
+<p>Clients wrote through PgBouncer in transaction pooling. Each switch paused them (PAUSE and a read-only old database), waited for its marker on the other cluster, set the sequences there, pointed PgBouncer at it and resumed them: their transactions waited, none failed. Bars are the switch's steps from the fence; the shaded band is the write pause; the grey bar is the longest client transaction that ran during the pause, from when it was due to when it ended.</p>
+{{range .Timelines}}<h3>{{.Title}}: write pause {{.Pause}}</h3>
+<p>{{.Clients}}{{if .Link}} <a href="{{.Link}}">The switch's own report</a>.{{end}}</p>
+<svg viewBox="0 0 1000 {{.Height}}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="timeline of {{.Title}}">
+{{.Body}}
+</svg>
+{{end}}{{end}}
 </body></html>
 `))

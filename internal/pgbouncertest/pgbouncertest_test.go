@@ -42,7 +42,7 @@ func TestStartAndStop(t *testing.T) {
 			t.Fatalf("SHOW DATABASES does not show %q, the entry of %s: %q", want, b.DatabasesFile(), rows)
 		}
 		if os.Geteuid() == 0 {
-			st, err := os.Stat("/proc/" + fmt.Sprint(b.cmd.Process.Pid))
+			st, err := os.Stat("/proc/" + fmt.Sprint(b.Pid()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,9 +51,7 @@ func TestStartAndStop(t *testing.T) {
 			}
 		}
 	})
-	select {
-	case <-b.exited:
-	default:
+	if b.Running() {
 		t.Fatal("PgBouncer still runs after its test ended")
 	}
 	if _, err := os.Stat(b.Dir); !errors.Is(err, os.ErrNotExist) {
