@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -140,7 +141,9 @@ func (c *Config) Validate() error {
 	if len(c.Fence) == 0 {
 		bad("fence", "at least one of pgbouncer, database, hook: without a fence clients could commit on both clusters")
 	}
-	for _, f := range c.Fence {
+	for i, f := range c.Fence {
+		f = strings.TrimSpace(f) // "pgbouncer, database" from the environment
+		c.Fence[i] = f
 		if f != FencePgBouncer && f != FenceDatabase && f != FenceHook {
 			bad("fence", "unknown strategy %q (pgbouncer, database or hook)", f)
 		}
@@ -216,7 +219,11 @@ func EntryFromDSN(dsn string) (DatabaseEntry, error) {
 	if err != nil {
 		return DatabaseEntry{}, fmt.Errorf("parse: %w", err)
 	}
-	return DatabaseEntry{Host: cfg.Host, Port: int(cfg.Port), DBName: cfg.Database}, nil
+	db := cfg.Database
+	if db == "" {
+		db = cfg.User // what PostgreSQL connects to without a dbname
+	}
+	return DatabaseEntry{Host: cfg.Host, Port: int(cfg.Port), DBName: db}, nil
 }
 
 func (e DatabaseEntry) String() string {

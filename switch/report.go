@@ -100,6 +100,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		switch {
 		case r.PauseStart.IsZero():
+		case r.Outcome == OutcomeNotResumed || r.Outcome == OutcomeUndoFailed:
+			fmt.Fprintf(&b, "  write pause      not ended: clients may still wait (since %s)\n", r.PauseStart.UTC().Format(time.RFC3339Nano))
 		case r.Outcome == OutcomeDone:
 			fmt.Fprintf(&b, "  write pause      %s (fence start to RESUME)\n", ms(r.Pause))
 		default:

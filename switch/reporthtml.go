@@ -43,7 +43,7 @@ func (r *Report) HTML() []byte {
 		{"Switch", r.SwitchID},
 		{"Direction", r.From + " → " + r.To},
 		{"Outcome", r.Outcome},
-		{"Write pause", ms(r.Pause) + " (fence start to RESUME)"},
+		{"Write pause", pauseText(r)},
 		{"Preflight", ms(r.Preflight)},
 		{"Sequences set", fmt.Sprint(r.Sequences)},
 		{"Marker", fmt.Sprintf("lsn %s, message %s", r.MarkerLSN, r.MarkerMessageID)},
@@ -89,3 +89,13 @@ svg { width: 100%; height: auto; background: #fff; border: 1px solid #ddd; }
 <p>Steps are journaled on both clusters in pgtandem.switch_steps; the write pause lasts from the start of the fence to the end of the RESUME.</p>
 </body></html>
 `))
+
+func pauseText(r *Report) string {
+	switch r.Outcome {
+	case OutcomeNotResumed, OutcomeUndoFailed:
+		return "not ended: clients may still wait"
+	case OutcomeDone:
+		return ms(r.Pause) + " (fence start to RESUME)"
+	}
+	return ms(r.Pause) + " (fence start to the end of the undo)"
+}

@@ -171,6 +171,7 @@ func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 	if s.rec.resumed() {
 		s.rep.PauseStart = s.rec.Started[StepFence]
 		if err := s.runStep(ctx, StepResume, s.resume); err != nil {
+			s.rep.Outcome = OutcomeNotResumed
 			return s.rep, &NotResumedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
 		}
 		// The run that died may have left server_login_retry at 0: a
@@ -207,7 +208,11 @@ func Abort(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Re
 		return s.rep, &PastPointOfNoReturnError{SwitchID: s.rec.ID}
 	}
 	s.rep.PauseStart = s.rec.Started[StepFence]
+	if s.rep.PauseStart.IsZero() {
+		s.rep.PauseStart = time.Now() // it died before the fence
+	}
 	if err := s.undo(ctx); err != nil {
+		s.rep.Outcome = OutcomeUndoFailed
 		return s.rep, &UndoFailedError{SwitchID: s.rec.ID, Cause: errors.New("aborted"), UndoErr: err}
 	}
 	return s.rep, s.end(ctx, StateAborted)
