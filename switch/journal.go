@@ -106,16 +106,9 @@ const stepSQL = `WITH ended AS (
 ) SELECT set_config('synchronous_commit', 'off', true)`
 
 func (s *session) step(ctx context.Context, id string, at time.Time, ended, detail, started string) error {
-	tx, err := s.conn.Begin(ctx)
-	if err == nil {
-		_, err = tx.Exec(ctx, stepSQL, id, at, ended, started, detail)
-		if err == nil {
-			err = tx.Commit(ctx)
-		} else {
-			_ = tx.Rollback(ctx)
-		}
-	}
-	if err != nil {
+	// One statement, its own transaction: set_config(..., true) lasts
+	// until that transaction's commit, which it makes asynchronous.
+	if _, err := s.conn.Exec(ctx, stepSQL, id, at, ended, started, detail); err != nil {
 		return fmt.Errorf("cluster %s: journal step of switch %s: %w", s.name, id, err)
 	}
 	return nil

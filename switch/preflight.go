@@ -64,7 +64,13 @@ func (s *switcher) preflight(ctx context.Context) error {
 // database must be there, not paused, and (for the pgbouncer redirect)
 // point at the source.
 func (s *switcher) checkBouncers(ctx context.Context) error {
-	for _, b := range s.bouncers {
+	s.loginRetry = make([]string, len(s.bouncers))
+	for i, b := range s.bouncers {
+		retry, err := b.Setting(ctx, "server_login_retry")
+		if err != nil {
+			return &PreflightError{Check: "pgbouncer", Detail: err.Error()}
+		}
+		s.loginRetry[i] = retry
 		d, err := b.database(ctx, s.cfg.PgBouncer.Database)
 		if err != nil {
 			return &PreflightError{Check: "pgbouncer", Detail: err.Error()}

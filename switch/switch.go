@@ -39,6 +39,9 @@ type switcher struct {
 	// loginRetry is each bouncer's server_login_retry, set to 0 for the
 	// window (see PgBouncer.Redirect) and restored after RESUME.
 	loginRetry []string
+	// resuming is set for --resume and --abort: the journal, not the
+	// preflight, says what state things are in.
+	resuming bool
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
@@ -165,6 +168,7 @@ func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 	}
 	defer s.close()
 	s.rep.Started = time.Now()
+	s.resuming = true
 	if err := s.loadRunning(ctx); err != nil {
 		return s.rep, err
 	}
@@ -201,6 +205,7 @@ func Abort(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Re
 	}
 	defer s.close()
 	s.rep.Started = time.Now()
+	s.resuming = true
 	if err := s.loadRunning(ctx); err != nil {
 		return s.rep, err
 	}
@@ -426,6 +431,9 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 	if s.cfg.has(FencePgBouncer) {
 		pauseCtx, cancel := context.WithTimeout(ctx, s.cfg.PauseTimeout)
 		err := s.eachBouncer(func(_ int, b *PgBouncer) error {
+			if !s.resuming {
+				return b.Pause(pauseCtx, s.cfg.PgBouncer.Database) // the preflight saw it not paused
+			}
 			if d, err := b.database(pauseCtx, s.cfg.PgBouncer.Database); err == nil && d != nil && d.Paused {
 				// Paused by the run this one resumes, which may have died
 				// while the PAUSE still waited for transactions.
@@ -552,16 +560,20 @@ func (s *switcher) redirect(ctx context.Context) (string, error) {
 // server_login_retry (see PgBouncer.Redirect). The value the RELOAD
 // restored from the file is kept for the RESUME to set back.
 func (s *switcher) redirectBouncers(ctx context.Context, entry DatabaseEntry) error {
-	s.loginRetry = make([]string, len(s.bouncers))
+	if len(s.loginRetry) != len(s.bouncers) {
+		s.loginRetry = make([]string, len(s.bouncers))
+	}
 	return s.eachBouncer(func(i int, b *PgBouncer) error {
 		if err := b.Redirect(ctx, s.cfg.PgBouncer.DatabasesFile, s.cfg.PgBouncer.Database, entry); err != nil {
 			return err
 		}
-		retry, err := b.Setting(ctx, "server_login_retry")
-		if err != nil {
-			return err
+		if s.loginRetry[i] == "" { // the preflight read it, unless resuming
+			retry, err := b.Setting(ctx, "server_login_retry")
+			if err != nil {
+				return err
+			}
+			s.loginRetry[i] = retry
 		}
-		s.loginRetry[i] = retry
 		return b.Set(ctx, "server_login_retry", "0")
 	})
 }
@@ -569,22 +581,21 @@ func (s *switcher) redirectBouncers(ctx context.Context, entry DatabaseEntry) er
 // resume lets the queued clients go, to the target.
 func (s *switcher) resume(ctx context.Context) (string, error) {
 	if s.cfg.has(FencePgBouncer) {
-		err := s.eachBouncer(func(i int, b *PgBouncer) error {
-			if err := b.Resume(ctx, s.cfg.PgBouncer.Database); err != nil {
-				return err
-			}
-			if i < len(s.loginRetry) && s.loginRetry[i] != "" {
-				if err := b.Set(ctx, "server_login_retry", s.loginRetry[i]); err != nil {
-					s.log.Warn("server_login_retry not restored; a RELOAD restores it", "pgbouncer", b.String(), "err", err)
-				}
-			}
-			return nil
-		})
+		err := s.eachBouncer(func(_ int, b *PgBouncer) error { return b.Resume(ctx, s.cfg.PgBouncer.Database) })
 		if err != nil {
 			return "", err
 		}
 	}
 	s.rep.PauseEnd = time.Now()
+	// After the pause: clients run again.
+	_ = s.eachBouncer(func(i int, b *PgBouncer) error {
+		if i < len(s.loginRetry) && s.loginRetry[i] != "" {
+			if err := b.Set(ctx, "server_login_retry", s.loginRetry[i]); err != nil {
+				s.log.Warn("server_login_retry not restored; a RELOAD restores it", "pgbouncer", b.String(), "err", err)
+			}
+		}
+		return nil
+	})
 	return "", nil
 }
 
