@@ -428,6 +428,7 @@ func (s *switcher) end(ctx context.Context, state string) error {
 // nothing), then the database fence, then the hook.
 func (s *switcher) fence(ctx context.Context) (string, error) {
 	var details []string
+	start := time.Now()
 	if s.cfg.has(FencePgBouncer) {
 		pauseCtx, cancel := context.WithTimeout(ctx, s.cfg.PauseTimeout)
 		err := s.eachBouncer(func(_ int, b *PgBouncer) error {
@@ -445,15 +446,16 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		details = append(details, fmt.Sprintf("%d PgBouncer paused", len(s.bouncers)))
+		details = append(details, fmt.Sprintf("%d PgBouncer paused in %s", len(s.bouncers), ms(time.Since(start))))
 	}
 	if s.cfg.has(FenceDatabase) {
+		start := time.Now()
 		n, err := s.from.fence(ctx)
 		if err != nil {
 			return "", err
 		}
 		s.rep.Terminated = n
-		details = append(details, fmt.Sprintf("database fenced, %d sessions terminated", n))
+		details = append(details, fmt.Sprintf("database fenced in %s, %d sessions terminated", ms(time.Since(start)), n))
 	}
 	if s.cfg.has(FenceHook) {
 		if err := s.hook(ctx, "fence", s.cfg.Hooks.Fence, s.cfg.From); err != nil {
