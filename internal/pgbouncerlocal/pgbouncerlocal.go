@@ -31,10 +31,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -146,7 +144,7 @@ func start(ctx context.Context, program, dir string, opts Options) (*Bouncer, er
 		settings[k] = v
 	}
 	for i := 0; ; i++ {
-		if b.Port, err = freePort(); err != nil {
+		if b.Port, err = pglocal.FreePort(); err != nil {
 			return nil, err
 		}
 		if err = b.start(ctx, program, settings, owner); err == nil {
@@ -271,7 +269,7 @@ func (b *Bouncer) start(ctx context.Context, program string, settings map[string
 		return err
 	}
 	if owner != nil {
-		if err := giveTo(b.Dir, owner); err != nil {
+		if err := pglocal.GiveTo(b.Dir, owner); err != nil {
 			return err
 		}
 	}
@@ -340,48 +338,5 @@ func postgresUser() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running as root, PgBouncer must run as the postgres OS user, which is missing: %w", err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// giveTo makes dir and what it holds the owner's, and every parent of dir
-// traversable for the owner (a test's temporary folder is not).
-func giveTo(dir string, owner *syscall.Credential) error {
-	for parent := filepath.Dir(dir); parent != "/"; parent = filepath.Dir(parent) {
-		st, err := os.Stat(parent)
-		if err != nil {
-			return err
-		}
-		if st.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(parent, st.Mode().Perm()|0o001); err != nil {
-				return fmt.Errorf("make %s traversable for the postgres user: %w", parent, err)
-			}
-		}
-	}
-	return filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, int(owner.Uid), int(owner.Gid))
-	})
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return pglocal.PostgresUser()
 }

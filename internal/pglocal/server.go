@@ -90,7 +90,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.settings[k] = v
 	}
 	if os.Geteuid() == 0 {
-		if s.owner, err = postgresUser(); err != nil {
+		if s.owner, err = PostgresUser(); err != nil {
 			return nil, err
 		}
 	}
@@ -120,7 +120,7 @@ func (s *Server) Restart(ctx context.Context) error {
 	var err error
 	for i := 0; i < attempts; i++ {
 		if s.Port == 0 || i > 0 {
-			if s.Port, err = freePort(); err != nil {
+			if s.Port, err = FreePort(); err != nil {
 				return err
 			}
 		}
@@ -231,23 +231,29 @@ func (s *Server) prepareDir() error {
 		return nil
 	}
 	// The server writes its log and socket here, so the postgres user must own
-	// the folder; every parent must be traversable for it too.
-	for dir := filepath.Dir(s.Dir); dir != "/"; dir = filepath.Dir(dir) {
-		st, err := os.Stat(dir)
+	// the folder.
+	return GiveTo(s.Dir, s.owner)
+}
+
+// GiveTo makes dir and what it holds the owner's, and every parent of dir
+// traversable for the owner (a test's temporary folder is not).
+func GiveTo(dir string, owner *syscall.Credential) error {
+	for parent := filepath.Dir(dir); parent != "/"; parent = filepath.Dir(parent) {
+		st, err := os.Stat(parent)
 		if err != nil {
 			return err
 		}
 		if st.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(dir, st.Mode().Perm()|0o001); err != nil {
-				return fmt.Errorf("make %s traversable for the postgres user: %w", dir, err)
+			if err := os.Chmod(parent, st.Mode().Perm()|0o001); err != nil {
+				return fmt.Errorf("make %s traversable for the postgres user: %w", parent, err)
 			}
 		}
 	}
-	return filepath.Walk(s.Dir, func(path string, _ os.FileInfo, err error) error {
+	return filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(path, int(s.owner.Uid), int(s.owner.Gid))
+		return os.Lchown(path, int(owner.Uid), int(owner.Gid))
 	})
 }
 
@@ -315,10 +321,12 @@ func (s *Server) run(ctx context.Context, program string, args ...string) error 
 	return nil
 }
 
-func postgresUser() (*syscall.Credential, error) {
+// PostgresUser returns the postgres OS user's credential: PostgreSQL and
+// PgBouncer refuse to run as root, so a root process starts them as that user.
+func PostgresUser() (*syscall.Credential, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return nil, fmt.Errorf("running as root, PostgreSQL must run as the postgres OS user, which is missing (install postgresql-common or create it): %w", err)
+		return nil, fmt.Errorf("running as root, PostgreSQL and PgBouncer must run as the postgres OS user, which is missing (install postgresql-common or create it): %w", err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
@@ -366,7 +374,8 @@ func procStat(pid int) []string {
 	return strings.Fields(string(data[i+1:]))
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
