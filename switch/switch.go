@@ -133,18 +133,9 @@ func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (rep *
 		}
 	}()
 	s.rep.Started = time.Now()
-	if err := s.refuseRunning(ctx); err != nil {
+	if err := s.checks(ctx); err != nil {
 		return s.rep, err
 	}
-	if opts.Verify != nil {
-		if err := opts.Verify(ctx); err != nil {
-			return s.rep, &PreflightError{Check: "verify", Detail: err.Error()}
-		}
-	}
-	if err := s.preflight(ctx); err != nil {
-		return s.rep, err
-	}
-	s.rep.Preflight = time.Since(s.rep.Started)
 	toFenced, err := s.to.fenced(ctx)
 	if err != nil {
 		return s.rep, err
@@ -162,14 +153,12 @@ func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (rep *
 // return it only resumes clients on the target; before it, it runs every
 // step again from the fence, under a new deadline.
 func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
-	s, err := open(ctx, cfg, opts, log)
-	if err != nil {
+	s, err := openRunning(ctx, cfg, opts, log)
+	if s == nil {
 		return nil, err
 	}
 	defer s.close()
-	s.rep.Started = time.Now()
-	s.resuming = true
-	if err := s.loadRunning(ctx); err != nil {
+	if err != nil {
 		return s.rep, err
 	}
 	if s.rec.resumed() {
@@ -199,14 +188,12 @@ func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 // pointed back at the source, the target fenced again if it was, the
 // source unfenced, clients resumed.
 func Abort(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*Report, error) {
-	s, err := open(ctx, cfg, opts, log)
-	if err != nil {
+	s, err := openRunning(ctx, cfg, opts, log)
+	if s == nil {
 		return nil, err
 	}
 	defer s.close()
-	s.rep.Started = time.Now()
-	s.resuming = true
-	if err := s.loadRunning(ctx); err != nil {
+	if err != nil {
 		return s.rep, err
 	}
 	if s.rec.resumed() {
@@ -236,18 +223,9 @@ func DryRun(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 	s.rep.Started = time.Now()
 	s.rep.Outcome = OutcomeDryRun
 	s.rep.SwitchID = "dry-run"
-	if err := s.refuseRunning(ctx); err != nil {
+	if err := s.checks(ctx); err != nil {
 		return s.rep, err
 	}
-	if opts.Verify != nil {
-		if err := opts.Verify(ctx); err != nil {
-			return s.rep, &PreflightError{Check: "verify", Detail: err.Error()}
-		}
-	}
-	if err := s.preflight(ctx); err != nil {
-		return s.rep, err
-	}
-	s.rep.Preflight = time.Since(s.rep.Started)
 	if err := s.both(func(sess *session) error { return sess.journalWritable(ctx) }); err != nil {
 		return s.rep, &PreflightError{Check: "journal", Detail: err.Error()}
 	}
@@ -275,6 +253,37 @@ func (s *switcher) consoleRoundTrip(ctx context.Context) time.Duration {
 		}
 	}
 	return longest
+}
+
+// checks runs what a switch and a dry run check before anything changes:
+// no switch running, the operator's verify, the preflight.
+func (s *switcher) checks(ctx context.Context) error {
+	if err := s.refuseRunning(ctx); err != nil {
+		return err
+	}
+	if s.opts.Verify != nil {
+		if err := s.opts.Verify(ctx); err != nil {
+			return &PreflightError{Check: "verify", Detail: err.Error()}
+		}
+	}
+	if err := s.preflight(ctx); err != nil {
+		return err
+	}
+	s.rep.Preflight = time.Since(s.rep.Started)
+	return nil
+}
+
+// openRunning opens the switcher of --resume and --abort, loaded with the
+// switch the journal records as running. With an error it returns the
+// switcher still open (for its report) when opening worked.
+func openRunning(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
+	s, err := open(ctx, cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	s.rep.Started = time.Now()
+	s.resuming = true
+	return s, s.loadRunning(ctx)
 }
 
 // refuseRunning refuses when either cluster records a running switch.
