@@ -18,6 +18,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/tandemtest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
 
@@ -196,21 +197,22 @@ func waitForWrites(b *testing.B, dsn string, n int64) {
 		b.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	written := func() int64 {
+	written := func() (int64, error) {
 		var v int64
-		if err := conn.QueryRow(ctx, `SELECT last_value FROM ev_big_id_seq`).Scan(&v); err != nil {
-			b.Fatal(err)
-		}
-		return v
+		err := conn.QueryRow(ctx, `SELECT last_value FROM ev_big_id_seq`).Scan(&v)
+		return v, err
 	}
-	from := written()
-	deadline := time.Now().Add(30 * time.Second)
-	for now := from; now < from+n; now = written() {
-		if time.Now().After(deadline) {
-			b.Fatalf("clients wrote %d of %d transactions in 30 s on %s: did pgbench end before the switches?", now-from, n, dsn)
-		}
-		time.Sleep(20 * time.Millisecond)
+	from, err := written()
+	if err != nil {
+		b.Fatal(err)
 	}
+	testwait.For(b, 30*time.Second, fmt.Sprintf("%d transactions on %s (did pgbench end before the switches?)", n, dsn), func() error {
+		now, err := written()
+		if err == nil && now < from+n {
+			err = fmt.Errorf("clients wrote %d", now-from)
+		}
+		return err
+	})
 }
 
 // nativeSwitch is the baseline: native logical replication from old's
@@ -241,16 +243,14 @@ func startNative(b *testing.B, td *tandemtest.Tandem) *nativeSwitch {
 	}
 	sql(b, n.old, `CREATE PUBLICATION native FOR TABLE acct, ev_big, ev_ident`)
 	sql(b, n.new, fmt.Sprintf(`CREATE SUBSCRIPTION native CONNECTION '%s' PUBLICATION native WITH (copy_data = false)`, n.oldDSN))
-	for {
+	testwait.For(b, time.Minute, "the native subscription streaming", func() error {
 		var streaming bool
-		if err := n.old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = 'native' AND state = 'streaming')`).Scan(&streaming); err != nil {
-			b.Fatal(err)
+		err := n.old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = 'native' AND state = 'streaming')`).Scan(&streaming)
+		if err == nil && !streaming {
+			err = errors.New("not streaming yet")
 		}
-		if streaming {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	rows, err := n.old.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
 	if err != nil {

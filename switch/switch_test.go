@@ -3,6 +3,7 @@ package switchover_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/pgtest"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/tandemtest"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
 
@@ -87,9 +89,12 @@ func TestSwitchAndRollback(t *testing.T) {
 	direct := pgtest.Connect(t, td.Old, tandemtest.Database)
 	for _, from := range []string{"old", "new"} {
 		before := load.done.Load()
-		for load.done.Load() < before+200 {
-			time.Sleep(10 * time.Millisecond)
-		}
+		testwait.For(t, time.Minute, "200 client transactions", func() error {
+			if done := load.done.Load() - before; done < 200 {
+				return fmt.Errorf("%d done, %d failed", done, load.failed.Load())
+			}
+			return nil
+		})
 		rep, err := switchover.Run(ctx, td.SwitchConfig(from), switchover.Options{}, servicetest.Logger())
 		if err != nil {
 			t.Fatalf("switch from %s: %v", from, err)
