@@ -119,11 +119,12 @@ func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
 	}
 }
 
-// decoded is a message with its event, or why it is not one.
+// decoded is a message with its frame's events, or why it is not a frame.
 type decoded struct {
-	msg pulsar.Message
-	ev  *event.Event
-	err error
+	msg   pulsar.Message
+	frame *event.Frame
+	evs   []*event.Event
+	err   error
 }
 
 // decode turns messages into events on a goroutine of its own, so that
@@ -140,9 +141,12 @@ func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
 				close(a.decoded)
 				return
 			}
-			ev, err := event.Unmarshal(cm.Message.Payload())
+			d := decoded{msg: cm.Message}
+			if d.frame, d.err = event.DecodeFrame(cm.Message.Payload()); d.err == nil {
+				d.evs = d.frame.Events()
+			}
 			select {
-			case a.decoded <- decoded{msg: cm.Message, ev: ev, err: err}:
+			case a.decoded <- d:
 			case <-quit:
 				return
 			}
@@ -150,30 +154,40 @@ func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// handle applies one message.
+// handle applies one message: the events of one frame, in order.
 func (a *applier) handle(ctx context.Context, d decoded) error {
-	msg, ev, err := d.msg, d.ev, d.err
+	msg := d.msg
 	if !a.ready {
-		if err := a.setup(ctx, msg); err != nil {
+		if err := a.setup(ctx, d); err != nil {
 			return err
 		}
 	}
-	if err != nil {
-		return &BlockedError{MessageID: msg.ID().String(), LSN: msg.Properties()[event.PropLSN], Reason: err.Error() + "; the message cannot be applied: remove it from the topic only if you know what it held"}
+	if d.err != nil {
+		return &BlockedError{MessageID: msg.ID().String(), Reason: d.err.Error() + "; the message cannot be applied: remove it from the topic only if you know what it held", Err: d.err}
 	}
-	if sys := msg.Properties()[event.PropSystem]; sys != "" && a.system != "" && sys != a.system {
+	if sys := d.frame.SystemID; sys != "" && a.system != "" && sys != a.system {
 		return &IdentityError{Source: a.svc.cfg.Source, StoredSystem: a.system, EventSystem: sys}
 	} else if a.system == "" {
 		a.system = sys
 	}
-	switch ev.Kind {
-	case event.KindBegin:
-		return a.begin(ctx, ev, msg)
-	case event.KindCommit:
-		return a.commit(ctx, ev, msg)
-	default:
-		return a.change(ctx, ev, msg)
+	// The frame's bytes, spread over its changes, count against the target
+	// transaction's byte bound.
+	size := len(msg.Payload()) / max(1, len(d.frame.Changes))
+	for _, ev := range d.evs {
+		var err error
+		switch ev.Kind {
+		case event.KindBegin:
+			err = a.begin(ctx, ev, msg)
+		case event.KindCommit:
+			err = a.commit(ctx, ev, msg)
+		default:
+			err = a.change(ctx, ev, msg, size)
+		}
+		if err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 func (a *applier) begin(ctx context.Context, ev *event.Event, msg pulsar.Message) error {
@@ -206,7 +220,7 @@ func (a *applier) begin(ctx context.Context, ev *event.Event, msg pulsar.Message
 	return nil
 }
 
-func (a *applier) change(ctx context.Context, ev *event.Event, msg pulsar.Message) error {
+func (a *applier) change(ctx context.Context, ev *event.Event, msg pulsar.Message, size int) error {
 	switch {
 	case a.cur == nil && ev.LSN <= a.applied, a.cur != nil && ev.LSN < a.cur.lsn:
 		return nil // redelivered message of a transaction already applied
@@ -224,7 +238,6 @@ func (a *applier) change(ctx context.Context, ev *event.Event, msg pulsar.Messag
 	if err := checkOldRow(ev, msg.ID()); err != nil {
 		return err
 	}
-	size := len(msg.Payload())
 	a.targetTxn.rows++
 	a.targetTxn.bytes += size
 	if err := a.plan.add(ctx, ev, msg.ID(), size); err != nil {
@@ -330,7 +343,7 @@ func (a *applier) waiting() bool { return len(a.decoded) > 0 || len(a.consumer.C
 
 // setup prepares the target on the first message this consumer receives,
 // that is once it is the active one: a standby must not hold the origin.
-func (a *applier) setup(ctx context.Context, msg pulsar.Message) error {
+func (a *applier) setup(ctx context.Context, d decoded) error {
 	origin := catalog.OriginName(a.svc.cfg.Source)
 	_, err := a.conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, origin)
 	if err != nil {
@@ -345,8 +358,8 @@ func (a *applier) setup(ctx context.Context, msg pulsar.Message) error {
 	if err != nil {
 		return err
 	}
-	if sys := msg.Properties()[event.PropSystem]; p.SourceSystem != "" && sys != "" && sys != p.SourceSystem {
-		return &IdentityError{Source: a.svc.cfg.Source, StoredSystem: p.SourceSystem, EventSystem: sys}
+	if d.frame != nil && p.SourceSystem != "" && d.frame.SystemID != "" && d.frame.SystemID != p.SourceSystem {
+		return &IdentityError{Source: a.svc.cfg.Source, StoredSystem: p.SourceSystem, EventSystem: d.frame.SystemID}
 	}
 	if a.skips, err = loadSkips(ctx, a.conn, a.svc.cfg.Source, p.CommitLSN); err != nil {
 		return err

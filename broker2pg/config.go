@@ -47,7 +47,8 @@ type Config struct {
 	// FlushRows bounds the row changes held in memory before they are sent
 	// to the target, also inside one large source transaction.
 	FlushRows int
-	// ReceiverQueue is the consumer's prefetch, in messages.
+	// ReceiverQueue is the consumer's prefetch, in messages (frames): at
+	// most ReceiverQueue × the capture's frame-max-bytes of memory.
 	ReceiverQueue int
 	// BlockedRetry is how often a blocked apply (missing table, bad value,
 	// undecodable message) tries again.
@@ -63,7 +64,7 @@ func DefaultConfig() Config {
 		GroupBytes:    64 << 20,
 		GroupDelay:    time.Second,
 		FlushRows:     5000,
-		ReceiverQueue: 20000,
+		ReceiverQueue: 1000,
 		BlockedRetry:  10 * time.Second,
 		RetryMax:      30 * time.Second,
 	}

@@ -20,9 +20,11 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pgtandem/pgtandem/broker2pg"
 	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/event/eventpb"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
@@ -223,9 +225,14 @@ func TestBlockedOnUndecodableMessage(t *testing.T) {
 	if err := src.QueryRow(context.Background(), `SELECT system_identifier::text FROM pg_control_system()`).Scan(&system); err != nil {
 		t.Fatal(err)
 	}
-	// Properties that let the capture resume after it; the payload is cut.
-	props := map[string]string{event.PropLSN: "0/1", event.PropSeq: "0", event.PropSystem: system}
-	id, err := producer.Send(context.Background(), &pulsar.ProducerMessage{Payload: []byte(`{"v":1,"kind":"insert"`), Properties: props})
+	// A header that lets the capture resume after it (the transaction at
+	// 0/1, open), and a change no consumer can read.
+	payload, err := proto.Marshal(&eventpb.Frame{FormatVersion: event.Version, SystemId: system, CommitLsn: 1, FirstChange: 1,
+		Changes: []*eventpb.Change{{Op: 42}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := producer.Send(context.Background(), &pulsar.ProducerMessage{Payload: payload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,21 +513,29 @@ func TestFramingGapBlocks(t *testing.T) {
 	topic := "persistent://public/default/gap"
 	_, _, dst, svc, b := appliedThenCaptureStopped(t, topic)
 	producer := foreignProducer(t, b.URL(), topic)
-	lsn := event.LSN(0xFF_00000000)
-	two := "2"
-	for _, ev := range []*event.Event{
-		{V: event.Version, Kind: event.KindBegin, LSN: lsn, Seq: 0},
-		{V: event.Version, Kind: event.KindInsert, LSN: lsn, Seq: 2, Schema: "public", Table: "marker",
-			Columns: []event.Column{{Name: "n", Type: "integer", Key: true}}, New: map[string]*string{"n": &two}},
-		{V: event.Version, Kind: event.KindCommit, LSN: lsn, Seq: 3, EndLSN: lsn + 8, Rows: 2},
+	lsn := uint64(0xFF_00000000)
+	marker := &eventpb.Relation{Schema: "public", Table: "marker", ReplicaIdentity: eventpb.ReplicaIdentity_REPLICA_IDENTITY_DEFAULT,
+		Columns: []*eventpb.Column{{Name: "n", Type: "integer", Key: true}}}
+	insert := func(n string) *eventpb.Change {
+		return &eventpb.Change{Op: eventpb.Op_OP_INSERT, New: &eventpb.Tuple{Kinds: []byte{event.KindText}, Values: [][]byte{[]byte(n)}}}
+	}
+	// Fragments 0 and 2 of a transaction of three changes: fragment 1, with
+	// change 2, is missing.
+	for _, f := range []*eventpb.Frame{
+		{FormatVersion: event.Version, CommitLsn: lsn, FirstChange: 1, Relations: []*eventpb.Relation{marker}, Changes: []*eventpb.Change{insert("2")}},
+		{FormatVersion: event.Version, CommitLsn: lsn, EndLsn: lsn + 8, Fragment: 2, FirstChange: 3, LastFragment: true, TotalChanges: 3,
+			Relations: []*eventpb.Relation{marker}, Changes: []*eventpb.Change{insert("3")}},
 	} {
-		payload, _ := event.Marshal(ev)
-		if _, err := producer.Send(context.Background(), &pulsar.ProducerMessage{Payload: payload, Properties: ev.Properties()}); err != nil {
+		payload, err := proto.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := producer.Send(context.Background(), &pulsar.ProducerMessage{Payload: payload}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	testwait.For(t, time.Minute, "blocked on the gap", func() error {
-		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "topic framing: seq 2") {
+		if err := svc.Ready(); err == nil || !strings.Contains(err.Error(), "topic framing: seq 3") {
 			return fmt.Errorf("state %v, want blocked on the gap", err)
 		}
 		return nil

@@ -1,18 +1,20 @@
-// Package event defines the messages pgtandem publishes to a cluster's topic:
-// the stable, documented contract between pg2broker, broker2pg and every
+// Package event defines what pgtandem publishes to a cluster's topic: the
+// stable, documented contract between pg2broker, broker2pg and every
 // downstream consumer (docs/event-format.md).
 //
-// # Shape
+// # Shape (format 2)
 //
-// Every source transaction becomes a BEGIN message, one message per row
-// change (or TRUNCATE, or logical decoding message), and a COMMIT message,
-// in commit order on one topic. Each message is one JSON object carrying the
-// format version, so consumers can refuse what they do not understand.
+// Every source transaction becomes one Pulsar message, a frame (protobuf,
+// eventpb.Frame, from eventpb/frame.proto), or several fragments when it is
+// larger than the capture's frame limits. A frame describes the tables it
+// changes once and carries each change's values in PostgreSQL's text form,
+// which is lossless across majors for every type. DecodeFrame reads one;
+// Frame.Changes and Frame.Events give its changes as Events. A Framer
+// writes them.
 //
-// Values travel in PostgreSQL's text form, which is lossless across majors
-// for every type. NULL is JSON null; an unchanged TOAST value (an UPDATE that
-// did not touch a large column) is absent from the row and named in
-// Unchanged, because writing NULL there would destroy the value on the target.
+// NULL is a nil value; an unchanged TOAST value (an UPDATE that did not
+// touch a large column) is absent from the row and named in Unchanged,
+// because writing NULL there would destroy the value on the target.
 package event
 
 import (
@@ -25,7 +27,7 @@ import (
 )
 
 // Version is the format version this package writes and reads.
-const Version = 1
+const Version = 2
 
 // Kind says what a message is.
 type Kind string
@@ -42,8 +44,9 @@ const (
 	KindCommit  Kind = "commit"
 )
 
-// Event is one message of the topic. Which fields are set depends on Kind;
-// docs/event-format.md shows each.
+// Event is one change of a source transaction, or its BEGIN or COMMIT (which
+// Frame.Events adds around a transaction's changes). Which fields are set
+// depends on Kind; docs/event-format.md shows each.
 type Event struct {
 	V    int  `json:"v"`
 	Kind Kind `json:"kind"`
@@ -54,9 +57,12 @@ type Event struct {
 	LSN LSN `json:"lsn"`
 	// CommitTime is when the source transaction committed.
 	CommitTime time.Time `json:"commit_time"`
-	// Seq numbers the messages of one transaction from 0 (BEGIN) on, so that
-	// (LSN, Seq) identifies a message across restarts.
+	// Seq numbers the events of one transaction from 0 (BEGIN) on, so that
+	// (LSN, Seq) identifies a change across restarts.
 	Seq int `json:"seq"`
+	// Origin is the replication origin the transaction came in under on
+	// the source, "" for a client's transaction.
+	Origin string `json:"origin,omitempty"`
 
 	// Row changes.
 	Schema          string             `json:"schema,omitempty"`
@@ -82,8 +88,8 @@ type Event struct {
 
 	// COMMIT.
 	EndLSN LSN `json:"end_lsn,omitempty"`
-	// Rows is the number of change messages (rows, truncates, messages) of
-	// the transaction, so a consumer can check it saw them all.
+	// Rows is the number of changes (rows, truncates, messages) of the
+	// transaction, so a consumer can check it saw them all.
 	Rows int `json:"rows,omitempty"`
 }
 
@@ -114,16 +120,13 @@ func (e *Event) QualifiedTable() TableName { return TableName{Schema: e.Schema, 
 // writes as PostgreSQL prints it, "16/B374D848".
 type LSN pglogrepl.LSN
 
-func (l LSN) String() string {
-	var buf [17]byte
-	return string(appendLSN(buf[:0], l))
-}
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }
 
 // MarshalText writes the PostgreSQL form.
 func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
-// UnmarshalText reads the PostgreSQL form, for consumers that decode events
-// with encoding/json (pgtandem's own Decoder parses LSNs itself).
+// UnmarshalText reads the PostgreSQL form, for consumers that read the
+// JSON view of events (pgtandem topic tail --json) with encoding/json.
 func (l *LSN) UnmarshalText(b []byte) error {
 	v, err := ParseLSN(string(b))
 	if err != nil {
@@ -150,79 +153,17 @@ func ParseLSN(s string) (LSN, error) {
 	return LSN(h<<32 | l), nil
 }
 
-// DecodeError reports a message that is not a valid event of this version.
+// DecodeError reports a message that is not a valid frame of this version.
 type DecodeError struct {
 	Reason string
 }
 
-func (e *DecodeError) Error() string { return "undecodable event: " + e.Reason }
+func (e *DecodeError) Error() string { return "undecodable frame: " + e.Reason }
 
-// check refuses an event of a version this package does not know, or
-// without the fields its kind needs.
-func check(e *Event) error {
-	if e.V != Version {
-		return &DecodeError{Reason: fmt.Sprintf("format version %d, this build reads version %d", e.V, Version)}
-	}
-	switch e.Kind {
-	case KindBegin, KindMessage:
-	case KindCommit:
-		if e.EndLSN == 0 {
-			return &DecodeError{Reason: "commit without end_lsn"}
-		}
-	case KindInsert, KindUpdate, KindDelete:
-		if e.Table == "" || len(e.Columns) == 0 {
-			return &DecodeError{Reason: string(e.Kind) + " without table or columns"}
-		}
-		if e.Kind != KindDelete && e.New == nil {
-			return &DecodeError{Reason: string(e.Kind) + " without new row"}
-		}
-		if e.Kind == KindDelete && e.Old == nil {
-			return &DecodeError{Reason: "delete without old row"}
-		}
-	case KindTruncate:
-		if len(e.Tables) == 0 {
-			return &DecodeError{Reason: "truncate without tables"}
-		}
-	default:
-		return &DecodeError{Reason: fmt.Sprintf("unknown kind %q", e.Kind)}
-	}
-	if e.LSN == 0 {
-		return &DecodeError{Reason: "no lsn"}
-	}
-	return nil
-}
-
-// Message properties: consumers filter on them without decoding the payload.
-const (
-	PropLSN   = "pgtandem.lsn"
-	PropSeq   = "pgtandem.seq"
-	PropXid   = "pgtandem.xid"
-	PropKind  = "pgtandem.kind"
-	PropTable = "pgtandem.table"
-	// PropSystem is the source's system identifier, on BEGIN and COMMIT
-	// messages, so a restarted capture can tell its own topic from a foreign
-	// one (every message would cost each consumer a property to decode).
-	PropSystem = "pgtandem.system"
-)
-
-// Properties returns the message properties of an event.
-func (e *Event) Properties() map[string]string {
-	p := map[string]string{
-		PropLSN:  e.LSN.String(),
-		PropSeq:  strconv.Itoa(e.Seq),
-		PropXid:  strconv.FormatUint(uint64(e.Xid), 10),
-		PropKind: string(e.Kind),
-	}
-	if e.Table != "" {
-		p[PropTable] = e.Schema + "." + e.Table
-	}
-	return p
-}
-
-// Key returns the message key: the table and the values of its key columns
-// ("public.orders:42", "public.items:7,3"), so that every change of one row
-// shares a key (Key_Shared subscriptions and compaction rely on it). Tables
-// without key get the table name alone.
+// Key returns the change's row key: the table and the values of its key
+// columns ("public.orders:42", "public.items:7,3"), the same for every change
+// of one row, for consumers that route or compact by row. Tables without key
+// get the table name alone.
 func (e *Event) Key() string {
 	if e.Table == "" {
 		return ""

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
@@ -30,9 +31,13 @@ type Config struct {
 	// MaxInFlight bounds the messages sent but not yet acknowledged by the
 	// broker; when it is reached, reading from the slot pauses.
 	MaxInFlight int
-	// LargeMessage is the payload size above which an event is published
-	// in chunks; keep it below the broker's maxMessageSize (Pulsar's
-	// default is 5 MiB).
+	// FrameMaxChanges and FrameMaxBytes bound one frame (message): a
+	// transaction with more changes or bytes is published as fragments.
+	FrameMaxChanges int
+	FrameMaxBytes   int
+	// LargeMessage is the payload size above which a frame (one change
+	// larger than FrameMaxBytes) is published in chunks; keep it below the
+	// broker's maxMessageSize (Pulsar's default is 5 MiB).
 	LargeMessage int
 	// StatusInterval is how often the confirmed position is reported to
 	// PostgreSQL.
@@ -44,10 +49,12 @@ type Config struct {
 // DefaultConfig returns the tuning defaults; identity fields are left empty.
 func DefaultConfig() Config {
 	return Config{
-		MaxInFlight:    20000,
-		LargeMessage:   4 << 20,
-		StatusInterval: time.Second,
-		RetryMax:       30 * time.Second,
+		MaxInFlight:     20000,
+		FrameMaxChanges: event.DefaultFrameMaxChanges,
+		FrameMaxBytes:   event.DefaultFrameMaxBytes,
+		LargeMessage:    4 << 20,
+		StatusInterval:  time.Second,
+		RetryMax:        30 * time.Second,
 	}
 }
 
@@ -68,6 +75,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("pg2broker: MaxInFlight %d must be positive", c.MaxInFlight))
+	}
+	if c.FrameMaxChanges < 1 {
+		errs = append(errs, fmt.Errorf("pg2broker: FrameMaxChanges %d must be positive", c.FrameMaxChanges))
+	}
+	if c.FrameMaxBytes < 1024 || c.FrameMaxBytes > c.LargeMessage {
+		errs = append(errs, fmt.Errorf("pg2broker: FrameMaxBytes %d must be between 1 KiB and LargeMessage (%d)", c.FrameMaxBytes, c.LargeMessage))
 	}
 	if c.LargeMessage < 1024 {
 		errs = append(errs, fmt.Errorf("pg2broker: LargeMessage %d is below 1 KiB", c.LargeMessage))

@@ -32,16 +32,16 @@ func (e *TopicMismatchError) Error() string {
 		e.Topic, e.TopicSystem, e.SourceSystem)
 }
 
-// PublishError reports a message the broker refused or could not take.
+// PublishError reports a frame the broker refused or could not take.
 type PublishError struct {
-	Topic string
-	LSN   string
-	Seq   int
-	Err   error
+	Topic    string
+	LSN      string
+	Fragment int
+	Err      error
 }
 
 func (e *PublishError) Error() string {
-	return fmt.Sprintf("publish to %s of the message at lsn %s seq %d: %v", e.Topic, e.LSN, e.Seq, e.Err)
+	return fmt.Sprintf("publish to %s of the frame of the transaction at lsn %s, fragment %d: %v", e.Topic, e.LSN, e.Fragment, e.Err)
 }
 
 func (e *PublishError) Unwrap() error { return e.Err }

@@ -24,7 +24,7 @@ type metrics struct {
 func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 	m := &metrics{attrs: metric.WithAttributes(attribute.String("cluster", s.cfg.Cluster))}
 	var err error
-	rows, err := meter.Int64ObservableCounter("pgtandem.capture.rows", metric.WithDescription("row changes published"))
+	rows, err := meter.Int64ObservableCounter("pgtandem.capture.rows", metric.WithDescription("changes published (rows, truncates, logical decoding messages)"))
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 		return nil, err
 	}
 	if m.latency, err = meter.Float64Histogram("pgtandem.capture.publish.latency", metric.WithUnit("s"),
-		metric.WithDescription("time from sending a transaction's commit message to the broker's acknowledgement"),
+		metric.WithDescription("time from sending a transaction's last frame to the broker's acknowledgement"),
 		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)); err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	inFlight, err := meter.Int64ObservableGauge("pgtandem.capture.in_flight", metric.WithDescription("messages sent and not yet acknowledged"))
+	inFlight, err := meter.Int64ObservableGauge("pgtandem.capture.in_flight", metric.WithDescription("frames sent and not yet acknowledged"))
 	if err != nil {
 		return nil, err
 	}
@@ -75,15 +75,13 @@ func newMetrics(meter metric.Meter, s *Service) (*metrics, error) {
 	return m, err
 }
 
-// published counts one acknowledged message; latency is measured for
-// commit messages only, which is the transaction's publish latency.
-func (m *metrics) published(kind event.Kind, size int, sentAt time.Time) {
-	switch kind {
-	case event.KindInsert, event.KindUpdate, event.KindDelete:
-		m.rows.Add(1)
-	case event.KindCommit:
+// published counts one acknowledged frame; latency is measured for last
+// fragments only, which is the transaction's publish latency.
+func (m *metrics) published(f *event.Encoded, sentAt time.Time) {
+	m.rows.Add(int64(f.Changes))
+	if f.Last {
 		m.txns.Add(1)
 		m.latency.Record(context.Background(), time.Since(sentAt).Seconds(), m.attrs)
 	}
-	m.bytes.Add(int64(size))
+	m.bytes.Add(int64(len(f.Payload)))
 }

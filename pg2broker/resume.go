@@ -3,30 +3,32 @@ package pg2broker
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
-	"github.com/jackc/pglogrepl"
 
 	"github.com/pgtandem/pgtandem/event"
 )
 
-// tail is the last message of the topic: where a restarted capture resumes.
+// tail is the last frame of the topic: where a restarted capture resumes.
 type tail struct {
-	lsn    event.LSN
-	seq    int
-	system string
+	lsn event.LSN
+	// seq is the position of the last event of the transaction the topic
+	// holds: its COMMIT's when the frame was the last fragment.
+	seq      int
+	fragment int
+	last     bool
+	system   string
 }
 
 func (t *tail) String() string {
 	if t == nil {
 		return "empty topic"
 	}
-	return fmt.Sprintf("lsn %s seq %d", t.lsn, t.seq)
+	return fmt.Sprintf("lsn %s fragment %d seq %d", t.lsn, t.fragment, t.seq)
 }
 
-// readTail reads the topic's last message. The topic, not the slot, is the
+// readTail reads the topic's last frame. The topic, not the slot, is the
 // record of what was published: the slot's confirmed position may lag it.
 func readTail(ctx context.Context, client pulsar.Client, topic string) (*tail, error) {
 	reader, err := client.CreateReader(pulsar.ReaderOptions{
@@ -47,23 +49,22 @@ func readTail(ctx context.Context, client pulsar.Client, topic string) (*tail, e
 	if err != nil {
 		return nil, fmt.Errorf("read the last message of %s: %w", topic, err)
 	}
-	props := msg.Properties()
-	var t tail
-	var lsn pglogrepl.LSN
-	if lsn, err = pglogrepl.ParseLSN(props[event.PropLSN]); err != nil {
-		return nil, fmt.Errorf("last message %s of %s has no valid %s property (not a pgtandem topic?): %w", msg.ID(), topic, event.PropLSN, err)
+	// The header is enough: a frame the apply cannot read (and blocks on)
+	// still says what was published.
+	h, changes, err := event.DecodeHeader(msg.Payload())
+	if err != nil {
+		return nil, fmt.Errorf("last message %s of %s is not a pgtandem frame (not a pgtandem topic?): %w", msg.ID(), topic, err)
 	}
-	t.lsn = event.LSN(lsn)
-	if t.seq, err = strconv.Atoi(props[event.PropSeq]); err != nil {
-		return nil, fmt.Errorf("last message %s of %s has no valid %s property: %w", msg.ID(), topic, event.PropSeq, err)
+	t := &tail{lsn: h.LSN, fragment: h.Fragment, last: h.Last, system: h.SystemID, seq: h.FirstChange + changes - 1}
+	if h.Last {
+		t.seq = h.TotalChanges + 1
 	}
-	t.system = props[event.PropSystem]
-	return &t, nil
+	return t, nil
 }
 
-// resume drops the messages a previous run already published: every
+// resume drops the events a previous run already published: every
 // transaction that committed before the tail's, and the tail transaction's
-// messages up to the tail's seq.
+// events up to the tail's seq.
 type resume struct {
 	tail *tail
 }

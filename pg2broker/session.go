@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
@@ -71,6 +72,12 @@ func (s *Service) session(ctx context.Context) error {
 	st := &stream{
 		svc: s, log: log, topic: topic, slot: slot, major: src.Major, system: src.SystemID, conn: conn, repl: repl, pub: s.pub,
 		tracker: tracker, resume: newResume(tail), dec: newDecoder(typeNamer(conn), catalog.OriginPrefix),
+		framer: event.NewFramer(src.SystemID, s.cfg.FrameMaxChanges, s.cfg.FrameMaxBytes),
+	}
+	if tail != nil && !tail.last {
+		// Killed between two fragments of a transaction: the rest of it
+		// continues their numbering.
+		st.framer.ContinueAfter(tail.lsn, tail.fragment)
 	}
 	log.Info("streaming", "from", src.confirmed, "pg_major", src.Major, "resume_after", tail)
 	s.setState("streaming")

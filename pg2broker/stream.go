@@ -30,6 +30,7 @@ type stream struct {
 	tracker *ackTracker
 	resume  *resume
 	dec     *decoder
+	framer  *event.Framer
 }
 
 // walMessage is one message of the replication connection: a CopyData
@@ -159,8 +160,9 @@ func (st *stream) handle(ctx context.Context, data []byte) (replyNow bool, err e
 	return false, nil
 }
 
-// publish hands one event to the producer; the acknowledgement arrives on
-// the client's goroutine and feeds the tracker.
+// publish hands one event to the framer, and a frame it completes to the
+// producer; the acknowledgement arrives on the client's goroutine and feeds
+// the tracker.
 func (st *stream) publish(ev *event.Event) error {
 	if st.resume.published(ev) {
 		if ev.Kind == event.KindCommit {
@@ -168,35 +170,29 @@ func (st *stream) publish(ev *event.Event) error {
 		}
 		return nil
 	}
-	payload, err := event.Marshal(ev)
+	f, err := st.framer.Add(ev)
 	if err != nil {
-		return &ProtocolError{LSN: pglogrepl.LSN(ev.LSN), Reason: "encode event: " + err.Error()}
+		return &ProtocolError{LSN: pglogrepl.LSN(ev.LSN), Reason: "frame: " + err.Error()}
 	}
-	props := ev.Properties()
-	if ev.Kind == event.KindBegin || ev.Kind == event.KindCommit {
-		props[event.PropSystem] = st.system
+	if f == nil {
+		return nil
 	}
-	msg := &pulsar.ProducerMessage{
-		Payload:    payload,
-		Key:        ev.Key(),
-		Properties: props,
-		EventTime:  ev.CommitTime,
-	}
+	msg := &pulsar.ProducerMessage{Payload: f.Payload, EventTime: f.CommitTime}
 	n := st.tracker.sent()
 	var sentAt time.Time
-	if ev.Kind == event.KindCommit {
+	if f.Last {
 		sentAt = time.Now()
 	}
-	m, kind, size := st.svc.metrics, ev.Kind, len(payload)
+	m := st.svc.metrics
 	done := func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 		if err != nil {
-			err = &PublishError{Topic: st.topic, LSN: ev.LSN.String(), Seq: ev.Seq, Err: err}
+			err = &PublishError{Topic: st.topic, LSN: f.LSN.String(), Fragment: f.Fragment, Err: err}
 		} else {
-			m.published(kind, size, sentAt)
+			m.published(f, sentAt)
 		}
 		st.tracker.ack(n, err)
 	}
-	if len(payload) > st.svc.cfg.LargeMessage {
+	if len(f.Payload) > st.svc.cfg.LargeMessage {
 		if err := st.sendLarge(msg, done); err != nil {
 			return err
 		}
@@ -205,8 +201,8 @@ func (st *stream) publish(ev *event.Event) error {
 		// messages already read are still delivered, then confirmed.
 		st.pub.producer.SendAsync(context.Background(), msg, done)
 	}
-	if ev.Kind == event.KindCommit {
-		st.tracker.txnEnd(pglogrepl.LSN(ev.EndLSN), ev.CommitTime)
+	if f.Last {
+		st.tracker.txnEnd(pglogrepl.LSN(f.EndLSN), f.CommitTime)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,28 +110,47 @@ func (s *session) fenced(ctx context.Context) (bool, error) {
 // client sessions that are not pgtandem's, so that none keeps writing with
 // the setting it started with. It returns how many it terminated.
 func (s *session) fence(ctx context.Context) (int, error) {
-	var db string
-	if err := s.conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
-		return 0, fmt.Errorf("cluster %s: fence: %w", s.name, err)
-	}
+	// The database is the one the session is connected to: pgx resolved
+	// the DSN's default already, so this costs no round trip in the pause.
+	db := s.conn.Config().Database
 	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
 		return 0, fmt.Errorf("cluster %s: fence: %w", s.name, err)
 	}
 	// pg_terminate_backend only signals: a session in the middle of a
-	// COMMIT could still commit after the marker. Wait until they are gone.
+	// COMMIT could still commit after the marker. Given a timeout (PostgreSQL
+	// 14 and later) it waits until the process is gone, in the same round
+	// trip; the sessions it did not see end are polled below.
 	// OFFSET 0 keeps the filter below the call: without it the planner
 	// pushes pg_terminate_backend into the scan of pg_stat_get_activity, and
 	// it would end every process of the cluster the filter was meant to
 	// spare (other databases, walsenders, the launcher).
-	rows, err := s.conn.Query(ctx, `SELECT pid FROM (SELECT pid FROM pg_stat_activity
+	terminate := `pg_terminate_backend(pid)`
+	if s.major() >= 14 {
+		terminate = `pg_terminate_backend(pid, 1000)`
+	}
+	rows, err := s.conn.Query(ctx, `SELECT pid, `+terminate+` FROM (SELECT pid FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)`)
+		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients`)
 	if err != nil {
 		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
 	}
-	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	type terminated struct {
+		Pid  int32
+		Gone bool
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[terminated])
 	if err != nil {
 		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
+	}
+	// With a timeout, true says the process is gone and false that it may
+	// still run; without one, true says it was signalled and false that it
+	// had ended already. Poll the ones that may still run.
+	waited := s.major() >= 14
+	var pids []int32
+	for _, t := range all {
+		if t.Gone != waited {
+			pids = append(pids, t.Pid)
+		}
 	}
 	for len(pids) > 0 {
 		var left int
@@ -146,7 +166,16 @@ func (s *session) fence(ctx context.Context) (int, error) {
 		case <-time.After(markerPoll):
 		}
 	}
-	return len(pids), nil
+	return len(all), nil
+}
+
+// major is the cluster's PostgreSQL major version, from what the server
+// reported at login (0 when unknown).
+func (s *session) major() int {
+	v := s.conn.PgConn().ParameterStatus("server_version")
+	major, _, _ := strings.Cut(v, ".")
+	n, _ := strconv.Atoi(strings.TrimFunc(major, func(r rune) bool { return r < '0' || r > '9' }))
+	return n
 }
 
 // unfence lifts the database fence; new sessions may write again.

@@ -101,6 +101,8 @@ func newPg2brokerCmd(a *app) *cobra.Command {
 			cfg.PulsarURL = a.cfg.Pulsar.URL
 			cfg.PulsarToken = token
 			cfg.CreateSlot = createSlot
+			cfg.FrameMaxChanges = a.cfg.Capture.FrameMaxChanges
+			cfg.FrameMaxBytes = a.cfg.Capture.FrameMaxBytes
 			return runService(cmd.Context(), a, "pgtandem/pg2broker", metricsListen, func(tel *telemetry.Telemetry) (service, error) {
 				return pg2broker.New(cfg, a.log, tel)
 			})

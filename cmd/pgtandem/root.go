@@ -108,6 +108,7 @@ See docs/configuration.md.`,
 		newStatusCmd(a),
 		newApplyCmd(a),
 		newSwitchCmd(a),
+		newTopicCmd(a),
 		newDemoCmd(a),
 	)
 	return root

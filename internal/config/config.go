@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
@@ -40,6 +41,7 @@ type Config struct {
 	// refer to them with --from and --to.
 	Clusters map[string]Cluster `mapstructure:"clusters"`
 	Pulsar   Pulsar             `mapstructure:"pulsar"`
+	Capture  Capture            `mapstructure:"capture"`
 	Broker   Broker             `mapstructure:"broker"`
 	Log      Log                `mapstructure:"log"`
 	Switch   Switch             `mapstructure:"switch"`
@@ -118,6 +120,35 @@ type Pulsar struct {
 	// AdminURL is the broker's HTTP admin API, read for topic backlogs
 	// (`pgtandem status`, broker2pg's backlog metric).
 	AdminURL string `mapstructure:"admin-url"`
+	// TLSTrustCertsFile is a PEM file of the CA certificates that sign the
+	// broker's certificate (pulsar+ssl:// and an https:// admin URL); empty
+	// trusts the system's roots.
+	TLSTrustCertsFile string `mapstructure:"tls-trust-certs-file"`
+	// TLSValidateHostname checks that the broker's certificate names the
+	// host it was reached at (like PostgreSQL's verify-full); false checks
+	// only that a trusted CA signed it (verify-ca), for brokers reached by an
+	// address their certificate does not list.
+	TLSValidateHostname bool `mapstructure:"tls-validate-hostname"`
+	// TLSCertFile and TLSKeyFile are the PEM client certificate and key
+	// presented to brokers that require one (mutual TLS); both or neither.
+	TLSCertFile string `mapstructure:"tls-cert-file"`
+	TLSKeyFile  string `mapstructure:"tls-key-file"`
+	// TLSAllowInsecure accepts any broker certificate, trusted or not: the
+	// connection is encrypted but not authenticated. Never in production.
+	TLSAllowInsecure bool `mapstructure:"tls-allow-insecure"`
+}
+
+// UsesTLS reports whether the Pulsar service URL is pulsar+ssl://.
+func (p Pulsar) UsesTLS() bool { return strings.HasPrefix(p.URL, "pulsar+ssl://") }
+
+// Capture tunes pgtandem pg2broker.
+type Capture struct {
+	// FrameMaxChanges and FrameMaxBytes bound one frame (one Pulsar
+	// message): a transaction with more changes or bytes is published as
+	// fragments. Consumers prefetch up to a thousand frames, so
+	// FrameMaxBytes also bounds their memory.
+	FrameMaxChanges int `mapstructure:"frame-max-changes"`
+	FrameMaxBytes   int `mapstructure:"frame-max-bytes"`
 }
 
 // Broker configures `pgtandem broker serve`, the single-node Pulsar-protocol
@@ -159,7 +190,11 @@ func Default() Config {
 			URL:         "pulsar://127.0.0.1:6650",
 			TopicPrefix: "persistent://public/default/pgtandem",
 			AdminURL:    "http://127.0.0.1:8080",
+			// Hostname checks are on unless turned off: a certificate of
+			// any host signed by the same CA would pass otherwise.
+			TLSValidateHostname: true,
 		},
+		Capture: Capture{FrameMaxChanges: event.DefaultFrameMaxChanges, FrameMaxBytes: event.DefaultFrameMaxBytes},
 		Broker: Broker{
 			Listen:         "127.0.0.1:6650",
 			DataDir:        "pgtandem-broker-data",
@@ -227,6 +262,15 @@ func (c Config) Validate() error {
 	}
 	if c.Pulsar.AuthToken != "" && c.Pulsar.AuthTokenFile != "" {
 		errs = append(errs, &Error{"pulsar.auth-token", "set either pulsar.auth-token or pulsar.auth-token-file, not both"})
+	}
+	errs = append(errs, c.Pulsar.validateTLS()...)
+	if c.Capture.FrameMaxChanges < 1 {
+		errs = append(errs, &Error{"capture.frame-max-changes", "must be at least 1"})
+	}
+	// Well under Pulsar's default 5 MiB message limit; a single change
+	// larger than the frame still travels (in chunks).
+	if c.Capture.FrameMaxBytes < 1<<10 || c.Capture.FrameMaxBytes > 4<<20 {
+		errs = append(errs, &Error{"capture.frame-max-bytes", "must be between 1024 and 4194304 bytes"})
 	}
 	if err := validateHostPort(c.Broker.Listen); err != nil {
 		errs = append(errs, &Error{"broker.listen", err.Error()})
@@ -322,6 +366,50 @@ func validatePulsarURL(raw string) error {
 		return fmt.Errorf("%q: unexpected path %q", u.Redacted(), u.Path)
 	}
 	return nil
+}
+
+// validateTLS checks the pulsar.tls-* keys against each other and the URL.
+// Whether the files exist and hold PEM is checked when a client is made
+// (internal/pulsarclient), so that a configuration can be checked away from
+// the machine that holds the files.
+func (p Pulsar) validateTLS() []error {
+	var errs []error
+	if (p.TLSCertFile == "") != (p.TLSKeyFile == "") {
+		key, other := "pulsar.tls-cert-file", "pulsar.tls-key-file"
+		if p.TLSCertFile == "" {
+			key, other = other, key
+		}
+		errs = append(errs, &Error{key, "is set without " + other + ": a client certificate needs both"})
+	}
+	if p.TLSAllowInsecure && p.TLSTrustCertsFile != "" {
+		errs = append(errs, &Error{"pulsar.tls-allow-insecure", "accepts any certificate, so pulsar.tls-trust-certs-file would be ignored: remove one of them"})
+	}
+	if p.UsesTLS() || p.URL == "" {
+		return errs
+	}
+	// A TLS key on a plain URL is a setting the operator believes in and
+	// does not have, like an unknown key.
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"pulsar.tls-trust-certs-file", p.TLSTrustCertsFile != ""},
+		{"pulsar.tls-cert-file", p.TLSCertFile != ""},
+		{"pulsar.tls-key-file", p.TLSKeyFile != ""},
+		{"pulsar.tls-allow-insecure", p.TLSAllowInsecure},
+	} {
+		if k.set {
+			errs = append(errs, &Error{k.key, "applies only to a pulsar+ssl:// URL, and pulsar.url is " + redactedURL(p.URL) + ": use pulsar+ssl:// (port 6651 by default) or remove the key"})
+		}
+	}
+	return errs
+}
+
+func redactedURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return "not a URL"
 }
 
 func validateAdminURL(raw string) error {

@@ -78,3 +78,57 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Host() = %q", got)
 	}
 }
+
+func TestPulsarTLSKeys(t *testing.T) {
+	for _, key := range []string{"pulsar.tls-trust-certs-file", "pulsar.tls-validate-hostname", "pulsar.tls-cert-file", "pulsar.tls-key-file", "pulsar.tls-allow-insecure"} {
+		if !KnownKey(key) {
+			t.Errorf("KnownKey(%q) = false", key)
+		}
+	}
+	if got, _ := KeyForEnv("PGTANDEM_PULSAR_TLS_TRUST_CERTS_FILE"); got != "pulsar.tls-trust-certs-file" {
+		t.Errorf("KeyForEnv(PGTANDEM_PULSAR_TLS_TRUST_CERTS_FILE) = %q", got)
+	}
+	if !Default().Pulsar.TLSValidateHostname {
+		t.Error("pulsar.tls-validate-hostname defaults to false; hostname checks must be on unless turned off")
+	}
+	tlsURL := "pulsar+ssl://broker.example:6651"
+	cases := []struct {
+		name string
+		set  func(*Pulsar)
+		want string // the keys in error, in order; empty for valid
+	}{
+		{"trust file and client certificate", func(p *Pulsar) {
+			p.URL, p.TLSTrustCertsFile, p.TLSCertFile, p.TLSKeyFile = tlsURL, "/tls/ca.crt", "/tls/tls.crt", "/tls/tls.key"
+		}, ""},
+		{"verify-ca", func(p *Pulsar) { p.URL, p.TLSValidateHostname = tlsURL, false }, ""},
+		{"system roots", func(p *Pulsar) { p.URL = tlsURL }, ""},
+		{"certificate without key", func(p *Pulsar) { p.URL, p.TLSCertFile = tlsURL, "/tls/tls.crt" }, "pulsar.tls-cert-file"},
+		{"key without certificate", func(p *Pulsar) { p.URL, p.TLSKeyFile = tlsURL, "/tls/tls.key" }, "pulsar.tls-key-file"},
+		{"insecure with a trust file", func(p *Pulsar) {
+			p.URL, p.TLSAllowInsecure, p.TLSTrustCertsFile = tlsURL, true, "/tls/ca.crt"
+		}, "pulsar.tls-allow-insecure"},
+		{"TLS files on a plain URL", func(p *Pulsar) {
+			p.URL, p.TLSTrustCertsFile, p.TLSCertFile, p.TLSKeyFile = "pulsar://broker:6650", "/tls/ca.crt", "/tls/tls.crt", "/tls/tls.key"
+		}, "pulsar.tls-trust-certs-file pulsar.tls-cert-file pulsar.tls-key-file"},
+		{"hostname check off on a plain URL is harmless", func(p *Pulsar) { p.TLSValidateHostname = false }, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			tc.set(&cfg.Pulsar)
+			var keys []string
+			if err := cfg.Validate(); err != nil {
+				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+					var ce *Error
+					if !errors.As(e, &ce) {
+						t.Fatalf("%v is not a *config.Error", e)
+					}
+					keys = append(keys, ce.Key)
+				}
+			}
+			if got := strings.Join(keys, " "); got != tc.want {
+				t.Fatalf("error keys = %q, want %q (%v)", got, tc.want, cfg.Validate())
+			}
+		})
+	}
+}

@@ -62,12 +62,14 @@ func ReadTxns(t testing.TB, url, topic string, want int, timeout time.Duration) 
 			}
 			continue
 		}
-		ev, err := event.Unmarshal(msg.Payload())
+		f, err := event.DecodeFrame(msg.Payload())
 		if err != nil {
 			t.Fatalf("message %s: %v", msg.ID(), err)
 		}
-		if err := frame(&open, &txns, &lastLSN, ev); err != nil {
-			t.Fatalf("message %s (lsn %s seq %d kind %s): %v", msg.ID(), ev.LSN, ev.Seq, ev.Kind, err)
+		for _, ev := range f.Events() {
+			if err := frame(&open, &txns, &lastLSN, ev); err != nil {
+				t.Fatalf("message %s (lsn %s seq %d kind %s): %v", msg.ID(), ev.LSN, ev.Seq, ev.Kind, err)
+			}
 		}
 	}
 	t.Fatalf("read %d complete transactions from %s within %s, want %d (open transaction: %v)", len(txns), topic, timeout, want, open != nil)

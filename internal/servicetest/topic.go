@@ -15,10 +15,11 @@ import (
 	"github.com/pgtandem/pgtandem/internal/testwait"
 )
 
-// ChangeInTopic reads topic from its start until match accepts an event,
-// and returns where that event is: its transaction's commit LSN, its
-// position in it and its message id. Messages that are not events are
-// passed over; what names the event in the failure.
+// ChangeInTopic reads topic from its start until match accepts an event
+// (a change, or a transaction's BEGIN or COMMIT), and returns where it is:
+// its transaction's commit LSN, its position in it and the id of the
+// message (frame) holding it. Messages that are not frames are passed over;
+// what names the event in the failure.
 func ChangeInTopic(t testing.TB, url, topic, what string, match func(*event.Event) bool) (event.LSN, int, string) {
 	t.Helper()
 	client, err := pulsarclient.New(pulsarclient.Options{URL: url, Log: Logger()})
@@ -38,8 +39,14 @@ func ChangeInTopic(t testing.TB, url, topic, what string, match func(*event.Even
 		if err != nil {
 			t.Fatalf("%s not in topic %s: %v", what, topic, err)
 		}
-		if ev, err := event.Unmarshal(msg.Payload()); err == nil && match(ev) {
-			return ev.LSN, ev.Seq, msg.ID().String()
+		f, err := event.DecodeFrame(msg.Payload())
+		if err != nil {
+			continue
+		}
+		for _, ev := range f.Events() {
+			if match(ev) {
+				return ev.LSN, ev.Seq, msg.ID().String()
+			}
 		}
 	}
 }
