@@ -6,7 +6,7 @@ BIN := bin/pgtandem
 # The whole suite stays well under CI's 30 minutes on 2 cores; this bounds a hang.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build test test-short lint demo bench clean
+.PHONY: all deps build test test-short lint demo bench clean image
 
 all: build
 
@@ -17,6 +17,10 @@ deps:
 ## build: build bin/pgtandem
 build:
 	$(GO) build -o $(BIN) ./cmd/pgtandem
+
+## image: the container image the Helm chart runs, as an OCI archive, without Docker (see internal/image)
+image:
+	$(GO) run ./internal/image/build -o bin/pgtandem-image.tar
 
 ## test: the whole suite, unit and integration, against real PostgreSQL servers
 test: deps

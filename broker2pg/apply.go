@@ -132,6 +132,7 @@ type decoded struct {
 // closes.
 func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	dec := event.NewDecoder()
 	for {
 		select {
 		case <-quit:
@@ -142,7 +143,7 @@ func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
 				return
 			}
 			d := decoded{msg: cm.Message}
-			if d.frame, d.err = event.DecodeFrame(cm.Message.Payload()); d.err == nil {
+			if d.frame, d.err = dec.Decode(cm.Message.Payload()); d.err == nil {
 				d.evs = d.frame.Events()
 			}
 			select {

@@ -10,6 +10,8 @@ import (
 	"github.com/apache/pulsar-client-go/pulsaradmin"
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/rest"
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
+
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 )
 
 // ErrAdminUnauthorized reports that the broker's admin API refused a
@@ -25,12 +27,13 @@ type BacklogReader struct {
 }
 
 // NewBacklogReader returns a reader of the admin API at adminURL that
-// authenticates with token, the one the services give the broker; empty for
-// a broker without authentication.
-func NewBacklogReader(adminURL, token string) (*BacklogReader, error) {
-	admin, err := pulsaradmin.NewClient(&pulsaradmin.Config{WebServiceURL: adminURL, Token: token})
+// authenticates with token, the one the services give the broker (empty for
+// a broker without authentication), and checks an https:// URL's
+// certificate as the services check the broker's.
+func NewBacklogReader(adminURL, token string, tlsOpts pulsarclient.TLS) (*BacklogReader, error) {
+	admin, err := pulsarclient.NewAdmin(adminURL, token, tlsOpts)
 	if err != nil {
-		return nil, fmt.Errorf("admin API client for %s: %w", adminURL, err)
+		return nil, err
 	}
 	return &BacklogReader{adminURL: adminURL, admin: admin}, nil
 }

@@ -47,7 +47,7 @@ func TestBacklogWithToken(t *testing.T) {
 	}
 
 	read := func(token string) (int64, error) {
-		r, err := broker2pg.NewBacklogReader(b.AdminURL(), token)
+		r, err := broker2pg.NewBacklogReader(b.AdminURL(), token, pulsarclient.TLS{})
 		if err != nil {
 			t.Fatal(err)
 		}

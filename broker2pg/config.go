@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgtandem/pgtandem/internal/catalog"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 )
 
 // Config is what one apply service needs. Build it with the values of
@@ -29,6 +30,8 @@ type Config struct {
 	// PulsarURL and PulsarToken reach the broker.
 	PulsarURL   string
 	PulsarToken string
+	// PulsarTLS checks the broker's certificate on a pulsar+ssl:// URL.
+	PulsarTLS pulsarclient.TLS
 	// AdminURL is the broker's admin API, polled for the subscription's
 	// backlog; empty leaves the backlog metric out.
 	AdminURL string

@@ -15,6 +15,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 )
 
 func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
@@ -62,7 +63,7 @@ func captureStop(t *testing.T, srv *pglocal.Server, cluster, url, topic string) 
 // backlogOf reads the subscription's backlog from b's admin API.
 func backlogOf(t *testing.T, b *brokertest.Broker, topic, subscription string) (int64, error) {
 	t.Helper()
-	r, err := broker2pg.NewBacklogReader(b.AdminURL(), "")
+	r, err := broker2pg.NewBacklogReader(b.AdminURL(), "", pulsarclient.TLS{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func (s *Service) notePending(times ...time.Time) {
 // error stops it. A blocked apply is retried every BlockedRetry; other
 // failures with backoff. Every attempt starts from what the target holds.
 func (s *Service) Run(ctx context.Context) error {
-	client, err := pulsarclient.New(pulsarclient.Options{URL: s.cfg.PulsarURL, Token: s.cfg.PulsarToken, Log: s.log, Registerer: s.tel.Registry})
+	client, err := pulsarclient.New(pulsarclient.Options{URL: s.cfg.PulsarURL, Token: s.cfg.PulsarToken, TLS: s.cfg.PulsarTLS, Log: s.log, Registerer: s.tel.Registry})
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func (s *Service) Run(ctx context.Context) error {
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer func() { stopPoll(); wg.Wait() }()
 	if s.cfg.AdminURL != "" {
-		backlog, err := NewBacklogReader(s.cfg.AdminURL, s.cfg.PulsarToken)
+		backlog, err := NewBacklogReader(s.cfg.AdminURL, s.cfg.PulsarToken, s.cfg.PulsarTLS)
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,15 @@ type Config struct {
 	// SegmentSize is the size of the files a topic log is cut into, and so
 	// the granularity of retention. 0 means 64 MiB.
 	SegmentSize int64
+	// TLSCertFile and TLSKeyFile, both PEM, make the binary protocol
+	// listener speak TLS (clients use pulsar+ssl://), so that tests can
+	// drive the Pulsar client's TLS options end to end. The admin API stays
+	// plain HTTP. Empty: no TLS.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSClientCAFile, with TLS on, requires every client to present a
+	// certificate signed by a CA of this PEM file (mutual TLS).
+	TLSClientCAFile string
 }
 
 // DefaultConfig returns the configuration of a local development broker.
@@ -91,6 +100,12 @@ func (c Config) Validate() error {
 	}
 	if c.RetentionTime < 0 {
 		return &ConfigError{Field: "RetentionTime", Reason: "must not be negative (0 keeps everything)"}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return &ConfigError{Field: "TLSCertFile", Reason: "TLSCertFile and TLSKeyFile go together"}
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		return &ConfigError{Field: "TLSClientCAFile", Reason: "needs TLSCertFile and TLSKeyFile: client certificates are checked only on a TLS listener"}
 	}
 	if c.SegmentSize < 0 {
 		return &ConfigError{Field: "SegmentSize", Reason: "must not be negative (0 means 64 MiB)"}

@@ -2,6 +2,7 @@ package devbroker
 
 import (
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -338,6 +339,10 @@ func (c *conn) handleLookup(cmd *wire.CommandLookupTopic) {
 	} else {
 		resp.Response = wire.CommandLookupTopicResponse_Connect.Enum()
 		resp.BrokerServiceUrl = proto.String("pulsar://" + c.nc.LocalAddr().String())
+		// A TLS client takes the pulsar+ssl:// address and nothing else.
+		if _, ok := c.nc.(*tls.Conn); ok {
+			resp.BrokerServiceUrlTls = proto.String("pulsar+ssl://" + c.nc.LocalAddr().String())
+		}
 		resp.Authoritative = proto.Bool(true)
 	}
 	c.send(&wire.BaseCommand{Type: wire.BaseCommand_LOOKUP_RESPONSE.Enum(), LookupTopicResponse: resp})

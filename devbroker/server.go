@@ -3,6 +3,8 @@ package devbroker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,6 +38,7 @@ type Server struct {
 	producerNames atomic.Uint64
 
 	ln       net.Listener
+	tls      *tls.Config // nil: plain TCP
 	adminLn  net.Listener
 	adminSrv *http.Server
 
@@ -57,6 +60,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, quit: make(chan struct{}), conns: map[*conn]struct{}{}}
+	var err error
 	if cfg.AuthTokenFile != "" {
 		b, err := os.ReadFile(cfg.AuthTokenFile)
 		if err != nil {
@@ -64,6 +68,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		if s.token = strings.TrimSpace(string(b)); s.token == "" {
 			return nil, &ConfigError{Field: "AuthTokenFile", Reason: fmt.Sprintf("%s is empty", cfg.AuthTokenFile)}
+		}
+	}
+	if cfg.TLSCertFile != "" {
+		if s.tls, err = loadTLS(cfg); err != nil {
+			return nil, err
 		}
 	}
 	var id [4]byte
@@ -86,6 +95,28 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// loadTLS reads the listener's certificate and, for mutual TLS, the CAs
+// client certificates must chain to.
+func loadTLS(cfg Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, &ConfigError{Field: "TLSCertFile", Reason: err.Error()}
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLSClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.TLSClientCAFile)
+		if err != nil {
+			return nil, &ConfigError{Field: "TLSClientCAFile", Reason: err.Error()}
+		}
+		tc.ClientCAs = x509.NewCertPool()
+		if !tc.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, &ConfigError{Field: "TLSClientCAFile", Reason: cfg.TLSClientCAFile + " holds no PEM certificate"}
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
 // lockDir takes an exclusive lock on dir so that two brokers never write
 // the same logs. The kernel drops it when the process dies, even by kill -9.
 func lockDir(dir string) (*os.File, error) {
@@ -106,6 +137,9 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("broker listen on %s: %w", s.cfg.Listen, err)
 	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	s.ln = ln
 	if s.cfg.AdminListen != "" {
 		aln, err := net.Listen("tcp", s.cfg.AdminListen)
@@ -124,7 +158,7 @@ func (s *Server) Start() error {
 	s.startGoroutine(s.acceptLoop)
 	s.startGoroutine(s.retentionLoop)
 	s.log.Info("broker started", "listen", ln.Addr().String(), "admin", s.AdminAddr(), "data_dir", s.cfg.DataDir,
-		"dedup", s.cfg.Dedup, "auth", s.token != "")
+		"dedup", s.cfg.Dedup, "auth", s.token != "", "tls", s.tls != nil)
 	return nil
 }
 

@@ -1,12 +1,12 @@
 package event
 
 import (
+	"bytes"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/pgtandem/pgtandem/event/eventpb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Frame is one message of a topic: a whole source transaction, or one
@@ -80,24 +80,36 @@ func (f *Frame) envelope(kind Kind, seq int) *Event {
 // DecodeFrame decodes one message payload. A payload that is not a frame of
 // this format is a *DecodeError, one of another format version a
 // *VersionError; nothing of it is returned then.
-func DecodeFrame(payload []byte) (*Frame, error) {
-	var pb eventpb.Frame
-	h, err := decodeHeader(payload, &pb)
+func DecodeFrame(payload []byte) (*Frame, error) { return NewDecoder().Decode(payload) }
+
+// Decoder decodes frames one after the other, keeping the tables that recent
+// frames described: every frame repeats the descriptions of its tables, and
+// a stream of frames is read faster when each is parsed once. A Decoder is
+// not safe for concurrent use.
+type Decoder struct {
+	// relations by their encoded description.
+	relations map[string]*relation
+}
+
+// NewDecoder returns a Decoder.
+func NewDecoder() *Decoder { return &Decoder{relations: map[string]*relation{}} }
+
+// Decode decodes one message payload, as DecodeFrame.
+func (d *Decoder) Decode(payload []byte) (*Frame, error) {
+	raw, err := parseFrame(payload)
 	if err != nil {
 		return nil, err
 	}
-	f := &Frame{Header: h}
-	rels := make([]relation, len(pb.Relations))
-	for i, r := range pb.Relations {
-		rel, err := decodeRelation(r)
-		if err != nil {
+	f := &Frame{Header: raw.header}
+	rels := make([]*relation, len(raw.relations))
+	for i, b := range raw.relations {
+		if rels[i], err = d.relation(b); err != nil {
 			return nil, &DecodeError{Reason: fmt.Sprintf("relation %d: %s", i, err)}
 		}
-		rels[i] = rel
 	}
-	f.Changes = make([]*Event, len(pb.Changes))
-	for i, c := range pb.Changes {
-		ev, err := decodeChange(f, rels, c)
+	f.Changes = make([]*Event, len(raw.changes))
+	for i, b := range raw.changes {
+		ev, err := decodeChange(f, rels, b)
 		if err != nil {
 			return nil, &DecodeError{Reason: fmt.Sprintf("change %d of %s: %s", f.FirstChange+i, f.LSN, err)}
 		}
@@ -111,130 +123,316 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 // the frame holds, without checking them: where a capture resumes after
 // the topic's last frame, even one a consumer cannot apply.
 func DecodeHeader(payload []byte) (Header, int, error) {
-	var pb eventpb.Frame
-	h, err := decodeHeader(payload, &pb)
-	return h, len(pb.Changes), err
+	raw, err := parseFrame(payload)
+	return raw.header, len(raw.changes), err
 }
 
-func decodeHeader(payload []byte, pb *eventpb.Frame) (Header, error) {
-	if err := proto.Unmarshal(payload, pb); err != nil {
-		return Header{}, &DecodeError{Reason: "not a protobuf frame: " + err.Error()}
-	}
-	if pb.FormatVersion != Version {
-		if pb.FormatVersion == 0 {
-			return Header{}, &DecodeError{Reason: "no format version (not a pgtandem frame?)"}
+// rawFrame is a frame split into its fields: the header decoded, the
+// relations and changes still encoded.
+type rawFrame struct {
+	header             Header
+	relations, changes [][]byte
+}
+
+// wireError names a field whose encoding is broken.
+func wireError(field string) error {
+	return &DecodeError{Reason: "not a protobuf frame: bad " + field}
+}
+
+// parseFrame reads the top level of a frame and checks the header.
+func parseFrame(b []byte) (rawFrame, error) {
+	var raw rawFrame
+	var version, commitUs uint64
+	h := &raw.header
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return raw, wireError("tag")
 		}
-		return Header{}, &VersionError{Version: pb.FormatVersion}
+		b = b[n:]
+		var v uint64
+		var bs []byte
+		switch typ {
+		case protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+		case protowire.BytesType:
+			bs, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return raw, wireError(fmt.Sprintf("field %d", num))
+		}
+		b = b[n:]
+		want := protowire.VarintType
+		switch num {
+		case fVersion:
+			version = v
+		case fXid:
+			h.Xid = uint32(v)
+		case fCommitLSN:
+			h.LSN = LSN(v)
+		case fEndLSN:
+			h.EndLSN = LSN(v)
+		case fCommitTime:
+			commitUs = v
+		case fFragment:
+			h.Fragment = int(uint32(v))
+		case fLast:
+			h.Last = v != 0
+		case fFirstChange:
+			h.FirstChange = int(uint32(v))
+		case fTotalChanges:
+			h.TotalChanges = int(uint32(v))
+		case fSystemID, fOrigin:
+			want = protowire.BytesType
+			if !utf8.Valid(bs) {
+				return raw, wireError(fmt.Sprintf("field %d (not UTF-8)", num))
+			}
+			if num == fSystemID {
+				h.SystemID = string(bs)
+			} else {
+				h.Origin = string(bs)
+			}
+		case fRelations:
+			want = protowire.BytesType
+			raw.relations = append(raw.relations, bs)
+		case fChanges:
+			want = protowire.BytesType
+			raw.changes = append(raw.changes, bs)
+		default:
+			// A field of a later minor revision: skipped, as protobuf does.
+			continue
+		}
+		if typ != want {
+			return raw, wireError(fmt.Sprintf("field %d (wire type %d)", num, typ))
+		}
 	}
-	h := Header{
-		SystemID:     pb.SystemId,
-		Xid:          pb.Xid,
-		LSN:          LSN(pb.CommitLsn),
-		EndLSN:       LSN(pb.EndLsn),
-		CommitTime:   time.UnixMicro(pb.CommitTimeUs).UTC(),
-		Origin:       pb.Origin,
-		Fragment:     int(pb.Fragment),
-		Last:         pb.LastFragment,
-		FirstChange:  int(pb.FirstChange),
-		TotalChanges: int(pb.TotalChanges),
+	h.CommitTime = time.UnixMicro(int64(commitUs)).UTC()
+	if version != Version {
+		if version == 0 {
+			return raw, &DecodeError{Reason: "no format version (not a pgtandem frame?)"}
+		}
+		return raw, &VersionError{Version: uint32(version)}
 	}
 	switch {
 	case h.LSN == 0:
-		return h, &DecodeError{Reason: "frame without commit_lsn"}
+		return raw, &DecodeError{Reason: "frame without commit_lsn"}
 	case h.Last && h.EndLSN == 0:
-		return h, &DecodeError{Reason: "last fragment without end_lsn"}
+		return raw, &DecodeError{Reason: "last fragment without end_lsn"}
 	case h.FirstChange < 1:
-		return h, &DecodeError{Reason: "frame without first_change"}
+		return raw, &DecodeError{Reason: "frame without first_change"}
 	case h.Fragment == 0 && h.FirstChange != 1:
-		return h, &DecodeError{Reason: fmt.Sprintf("first fragment starts at change %d", h.FirstChange)}
-	case h.Last && h.TotalChanges != h.FirstChange+len(pb.Changes)-1:
-		return h, &DecodeError{Reason: fmt.Sprintf("last fragment says %d changes, holds changes %d to %d", h.TotalChanges, h.FirstChange, h.FirstChange+len(pb.Changes)-1)}
+		return raw, &DecodeError{Reason: fmt.Sprintf("first fragment starts at change %d", h.FirstChange)}
+	case h.Last && h.TotalChanges != h.FirstChange+len(raw.changes)-1:
+		return raw, &DecodeError{Reason: fmt.Sprintf("last fragment says %d changes, holds changes %d to %d", h.TotalChanges, h.FirstChange, h.FirstChange+len(raw.changes)-1)}
 	}
-	return h, nil
+	return raw, nil
 }
 
-// relation is a decoded Relation: its columns are shared by every event of
-// the frame that changes the table.
+// fields calls field for every field of an encoded message, with its
+// varint value or its bytes; a wire type other than varint or bytes, or a
+// field of the wrong one, is an error.
+func fields(b []byte, field func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("bad tag")
+		}
+		b = b[n:]
+		var v uint64
+		var bs []byte
+		switch typ {
+		case protowire.VarintType:
+			v, n = protowire.ConsumeVarint(b)
+		case protowire.BytesType:
+			bs, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return fmt.Errorf("bad field %d", num)
+		}
+		b = b[n:]
+		if err := field(num, typ, v, bs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// text is a string field's value, checked to be UTF-8 as protobuf requires.
+func text(typ protowire.Type, bs []byte, what string) (string, error) {
+	if typ != protowire.BytesType || !utf8.Valid(bs) {
+		return "", fmt.Errorf("%s is not a UTF-8 string", what)
+	}
+	return string(bs), nil
+}
+
+// relation is a decoded Relation: its columns are shared by every event
+// that changes the table.
 type relation struct {
 	schema, table, identity string
 	columns                 []Column
 }
 
-var identityNames = map[eventpb.ReplicaIdentity]string{
-	eventpb.ReplicaIdentity_REPLICA_IDENTITY_DEFAULT: "default",
-	eventpb.ReplicaIdentity_REPLICA_IDENTITY_INDEX:   "index",
-	eventpb.ReplicaIdentity_REPLICA_IDENTITY_FULL:    "full",
-	eventpb.ReplicaIdentity_REPLICA_IDENTITY_NOTHING: "nothing",
-}
+var identityNames = map[uint64]string{1: "default", 2: "index", 3: "full", 4: "nothing"}
 
-func decodeRelation(r *eventpb.Relation) (relation, error) {
-	rel := relation{schema: r.Schema, table: r.Table, identity: identityNames[r.ReplicaIdentity]}
-	switch {
-	case r.Table == "":
-		return rel, fmt.Errorf("no table name")
-	case rel.identity == "":
-		return rel, fmt.Errorf("%s.%s: unknown replica identity %d", r.Schema, r.Table, r.ReplicaIdentity)
+// relation decodes a table's description, or finds it decoded already.
+func (d *Decoder) relation(b []byte) (*relation, error) {
+	if rel, ok := d.relations[string(b)]; ok {
+		return rel, nil
 	}
-	rel.columns = make([]Column, len(r.Columns))
-	for i, c := range r.Columns {
-		if c.Name == "" || c.Type == "" {
-			return rel, fmt.Errorf("%s.%s: column %d without name or type", r.Schema, r.Table, i)
+	rel := &relation{}
+	var identity uint64
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
+		var err error
+		switch num {
+		case fRelSchema:
+			rel.schema, err = text(typ, bs, "schema")
+		case fRelTable:
+			rel.table, err = text(typ, bs, "table")
+		case fRelIdentity:
+			identity = v
+		case fRelColumns:
+			if typ != protowire.BytesType {
+				return fmt.Errorf("column of wire type %d", typ)
+			}
+			var c Column
+			err = fields(bs, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
+				var err error
+				switch num {
+				case fColName:
+					c.Name, err = text(typ, bs, "column name")
+				case fColType:
+					c.Type, err = text(typ, bs, "column type")
+				case fColKey:
+					c.Key = v != 0
+				}
+				return err
+			})
+			if err == nil && (c.Name == "" || c.Type == "") {
+				err = fmt.Errorf("%s.%s: column %d without name or type", rel.schema, rel.table, len(rel.columns))
+			}
+			rel.columns = append(rel.columns, c)
 		}
-		rel.columns[i] = Column{Name: c.Name, Type: c.Type, Key: c.Key}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	rel.identity = identityNames[identity]
+	switch {
+	case rel.table == "":
+		return nil, fmt.Errorf("no table name")
+	case rel.identity == "":
+		return nil, fmt.Errorf("%s.%s: unknown replica identity %d", rel.schema, rel.table, identity)
+	}
+	if d.relations != nil {
+		if len(d.relations) > 4096 {
+			clear(d.relations)
+		}
+		d.relations[string(b)] = rel
 	}
 	return rel, nil
 }
 
-func decodeChange(f *Frame, rels []relation, c *eventpb.Change) (*Event, error) {
+// rawChange is a change split into its fields.
+type rawChange struct {
+	op, rel          uint64
+	newRow, oldRow   []byte
+	hasNew, hasOld   bool
+	truncate         []uint64
+	cascade, restart bool
+	prefix           string
+	content          []byte
+}
+
+func decodeChange(f *Frame, rels []*relation, b []byte) (*Event, error) {
+	var c rawChange
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
+		var err error
+		switch num {
+		case fChOp:
+			c.op = v
+		case fChRelation:
+			c.rel = uint64(uint32(v))
+		case fChNew:
+			c.newRow, c.hasNew = bs, true
+		case fChOld:
+			c.oldRow, c.hasOld = bs, true
+		case fChTruncate:
+			if typ == protowire.VarintType {
+				c.truncate = append(c.truncate, uint64(uint32(v)))
+				return nil
+			}
+			for len(bs) > 0 {
+				v, n := protowire.ConsumeVarint(bs)
+				if n < 0 {
+					return fmt.Errorf("bad truncate_relations")
+				}
+				c.truncate, bs = append(c.truncate, uint64(uint32(v))), bs[n:]
+			}
+		case fChCascade:
+			c.cascade = v != 0
+		case fChRestartIdentity:
+			c.restart = v != 0
+		case fChPrefix:
+			c.prefix, err = text(typ, bs, "prefix")
+		case fChContent:
+			c.content = bytes.Clone(bs)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	ev := &Event{V: Version, Xid: f.Xid, LSN: f.LSN, CommitTime: f.CommitTime, Origin: f.Origin}
-	if c.Op == eventpb.Op_OP_TRUNCATE {
-		ev.Kind, ev.Cascade, ev.RestartIdentity = KindTruncate, c.Cascade, c.RestartIdentity
-		if len(c.TruncateRelations) == 0 {
+	switch c.op {
+	case opTruncate:
+		ev.Kind, ev.Cascade, ev.RestartIdentity = KindTruncate, c.cascade, c.restart
+		if len(c.truncate) == 0 {
 			return nil, fmt.Errorf("truncate without tables")
 		}
-		for _, i := range c.TruncateRelations {
-			if int(i) >= len(rels) {
+		for _, i := range c.truncate {
+			if i >= uint64(len(rels)) {
 				return nil, fmt.Errorf("truncate of relation %d, frame describes %d", i, len(rels))
 			}
 			ev.Tables = append(ev.Tables, TableName{Schema: rels[i].schema, Table: rels[i].table})
 		}
 		return ev, nil
-	}
-	if c.Op == eventpb.Op_OP_MESSAGE {
-		ev.Kind, ev.Prefix, ev.Content = KindMessage, c.Prefix, c.Content
+	case opMessage:
+		ev.Kind, ev.Prefix, ev.Content = KindMessage, c.prefix, c.content
 		return ev, nil
-	}
-	switch c.Op {
-	case eventpb.Op_OP_INSERT:
+	case opInsert:
 		ev.Kind = KindInsert
-	case eventpb.Op_OP_UPDATE:
+	case opUpdate:
 		ev.Kind = KindUpdate
-	case eventpb.Op_OP_DELETE:
+	case opDelete:
 		ev.Kind = KindDelete
 	default:
-		return nil, fmt.Errorf("unknown op %d", c.Op)
+		return nil, fmt.Errorf("unknown op %d", c.op)
 	}
-	if int(c.Relation) >= len(rels) {
-		return nil, fmt.Errorf("%s of relation %d, frame describes %d", ev.Kind, c.Relation, len(rels))
+	if c.rel >= uint64(len(rels)) {
+		return nil, fmt.Errorf("%s of relation %d, frame describes %d", ev.Kind, c.rel, len(rels))
 	}
-	rel := &rels[c.Relation]
+	rel := rels[c.rel]
 	ev.Schema, ev.Table, ev.ReplicaIdentity, ev.Columns = rel.schema, rel.table, rel.identity, rel.columns
 	switch {
-	case ev.Kind != KindDelete && c.New == nil:
+	case ev.Kind != KindDelete && !c.hasNew:
 		return nil, fmt.Errorf("%s without new row", ev.Kind)
-	case ev.Kind == KindDelete && c.Old == nil:
+	case ev.Kind == KindDelete && !c.hasOld:
 		return nil, fmt.Errorf("delete without old row")
-	case ev.Kind == KindInsert && c.Old != nil, ev.Kind == KindDelete && c.New != nil:
+	case ev.Kind == KindInsert && c.hasOld, ev.Kind == KindDelete && c.hasNew:
 		return nil, fmt.Errorf("%s with a row it cannot have", ev.Kind)
 	}
-	var err error
-	if c.New != nil {
-		if ev.New, ev.Unchanged, err = decodeTuple(rel, c.New, false); err != nil {
+	if c.hasNew {
+		if ev.New, ev.Unchanged, err = decodeTuple(rel, c.newRow, false); err != nil {
 			return nil, fmt.Errorf("new row: %w", err)
 		}
 	}
-	if c.Old != nil {
-		if ev.Old, ev.OldUnchanged, err = decodeTuple(rel, c.Old, rel.identity != "full"); err != nil {
+	if c.hasOld {
+		if ev.Old, ev.OldUnchanged, err = decodeTuple(rel, c.oldRow, rel.identity != "full"); err != nil {
 			return nil, fmt.Errorf("old row: %w", err)
 		}
 	}
@@ -243,23 +441,45 @@ func decodeChange(f *Frame, rels []relation, c *eventpb.Change) (*Event, error) 
 
 // decodeTuple reads a tuple into a row by column name; keyOnly keeps only
 // the key columns (the others of a key-only old row are NULL placeholders).
-func decodeTuple(rel *relation, t *eventpb.Tuple, keyOnly bool) (map[string]*string, []string, error) {
-	if len(t.Kinds) != len(rel.columns) {
-		return nil, nil, fmt.Errorf("%d column kinds for %d columns of %s.%s", len(t.Kinds), len(rel.columns), rel.schema, rel.table)
+// The tuple's bytes become one string, which its values share.
+func decodeTuple(rel *relation, b []byte, keyOnly bool) (map[string]*string, []string, error) {
+	all := string(b)
+	var kinds string
+	var values []string
+	err := fields(b, func(num protowire.Number, typ protowire.Type, _ uint64, bs []byte) error {
+		if typ != protowire.BytesType || (num != fTupleKinds && num != fTupleValues) {
+			return nil
+		}
+		// bs lies inside b, so the difference of their capacities is its
+		// offset in b, and in all.
+		off := cap(b) - cap(bs)
+		v := all[off : off+len(bs)]
+		if num == fTupleKinds {
+			kinds = v
+		} else {
+			values = append(values, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(kinds) != len(rel.columns) {
+		return nil, nil, fmt.Errorf("%d column kinds for %d columns of %s.%s", len(kinds), len(rel.columns), rel.schema, rel.table)
 	}
 	row := make(map[string]*string, len(rel.columns))
 	var unchanged []string
 	next := 0
-	for i, k := range t.Kinds {
-		c := rel.columns[i]
+	for i := range len(kinds) {
+		k, c := kinds[i], rel.columns[i]
 		switch k {
 		case KindNull, KindUnchanged, KindText:
 		default:
 			return nil, nil, fmt.Errorf("column %s: unknown value kind %q", c.Name, k)
 		}
 		if k == KindText {
-			if next >= len(t.Values) {
-				return nil, nil, fmt.Errorf("column %s: value missing (%d values)", c.Name, len(t.Values))
+			if next >= len(values) {
+				return nil, nil, fmt.Errorf("column %s: value missing (%d values)", c.Name, len(values))
 			}
 			next++
 		}
@@ -272,12 +492,11 @@ func decodeTuple(rel *relation, t *eventpb.Tuple, keyOnly bool) (map[string]*str
 		case KindUnchanged:
 			unchanged = append(unchanged, c.Name)
 		case KindText:
-			s := string(t.Values[next-1])
-			row[c.Name] = &s
+			row[c.Name] = &values[next-1]
 		}
 	}
-	if next != len(t.Values) {
-		return nil, nil, fmt.Errorf("%d values for %d text columns", len(t.Values), next)
+	if next != len(values) {
+		return nil, nil, fmt.Errorf("%d values for %d text columns", len(values), next)
 	}
 	return row, unchanged, nil
 }

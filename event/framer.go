@@ -3,11 +3,8 @@ package event
 import (
 	"fmt"
 	"time"
-	"unsafe"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/pgtandem/pgtandem/event/eventpb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Frame limits, defaults of capture.frame-max-changes and
@@ -18,6 +15,61 @@ const (
 	DefaultFrameMaxChanges = 4096
 	DefaultFrameMaxBytes   = 256 << 10
 )
+
+// Field numbers of eventpb/frame.proto, for the hand-written codec: the
+// capture and the apply pay it for every change, and the generated,
+// reflection-driven code spent a third of the pipeline's CPU allocating a
+// message per change, tuple and column (BenchmarkApplyDrain's profile).
+// The encoding is byte for byte the one proto.Marshal writes (fields in
+// number order, zero values left out), which the golden frames check.
+const (
+	fVersion      = 1
+	fSystemID     = 2
+	fXid          = 3
+	fCommitLSN    = 4
+	fEndLSN       = 5
+	fCommitTime   = 6
+	fOrigin       = 7
+	fFragment     = 8
+	fLast         = 9
+	fFirstChange  = 10
+	fTotalChanges = 11
+	fRelations    = 12
+	fChanges      = 13
+
+	fRelSchema   = 1
+	fRelTable    = 2
+	fRelIdentity = 3
+	fRelColumns  = 4
+
+	fColName = 1
+	fColType = 2
+	fColKey  = 3
+
+	fChOp              = 1
+	fChRelation        = 2
+	fChNew             = 3
+	fChOld             = 4
+	fChTruncate        = 5
+	fChCascade         = 6
+	fChRestartIdentity = 7
+	fChPrefix          = 8
+	fChContent         = 9
+
+	fTupleKinds  = 1
+	fTupleValues = 2
+)
+
+// Op and replica identity numbers of the .proto.
+const (
+	opInsert   = 1
+	opUpdate   = 2
+	opDelete   = 3
+	opTruncate = 4
+	opMessage  = 5
+)
+
+var identityNumbers = map[string]uint64{"default": 1, "index": 2, "full": 3, "nothing": 4}
 
 // Encoded is one frame ready to publish.
 type Encoded struct {
@@ -34,21 +86,33 @@ type Encoded struct {
 
 // Framer turns the events of source transactions, in order, into frames:
 // one per transaction, or fragments of at most maxChanges changes and about
-// maxBytes bytes. It converts each change when it is added, so the events
-// can be dropped at once: a transaction of any size holds one fragment in
-// memory.
+// maxBytes bytes. It encodes each change when it is added, so the events
+// can be dropped at once: a transaction of any size holds one fragment's
+// bytes in memory.
 type Framer struct {
 	systemID             string
 	maxChanges, maxBytes int
 
 	open     bool
 	lsn      LSN
+	xid      uint32
+	commitUs int64
+	origin   string
 	fragment int
-	// nextSeq is the position of the next change of the open transaction.
-	nextSeq int
-	pb      eventpb.Frame
-	bytes   int
-	rels    map[*Column]uint32
+	// firstChange is the position of the fragment's first change, nextSeq
+	// that of the open transaction's next change.
+	firstChange, nextSeq int
+	changes              int
+	// changeBuf holds the fragment's changes, encoded as field 13 each;
+	// rels the encoded descriptions of the tables they use, in index order.
+	changeBuf []byte
+	scratch   []byte
+	rels      [][]byte
+	relBytes  int
+	relIndex  map[*Column]uint32
+	// described caches each table's encoded description across fragments,
+	// by its Columns slice (the capture keeps one per Relation message).
+	described map[*Column][]byte
 	// resumeLSN and resumeFragment: the transaction whose fragments up to
 	// resumeFragment are in the topic already; its next one continues the
 	// numbering.
@@ -65,7 +129,8 @@ func NewFramer(systemID string, maxChanges, maxBytes int) *Framer {
 	if maxBytes < 1 {
 		maxBytes = DefaultFrameMaxBytes
 	}
-	return &Framer{systemID: systemID, maxChanges: maxChanges, maxBytes: maxBytes, rels: map[*Column]uint32{}}
+	return &Framer{systemID: systemID, maxChanges: maxChanges, maxBytes: maxBytes,
+		relIndex: map[*Column]uint32{}, described: map[*Column][]byte{}}
 }
 
 // ContinueAfter says that fragments 0 to fragment of the transaction at lsn
@@ -91,179 +156,287 @@ func (f *Framer) Add(ev *Event) (*Encoded, error) {
 	case KindBegin:
 		return nil, nil
 	case KindCommit:
-		f.pb.EndLsn = uint64(ev.EndLSN)
-		f.pb.LastFragment = true
-		f.pb.TotalChanges = uint32(f.nextSeq - 1)
-		out, err := f.emit()
+		out := f.emit(true, ev.EndLSN)
 		f.open = false
-		return out, err
+		return out, nil
 	}
-	c, size, err := f.change(ev)
-	if err != nil {
+	if ev.Seq != f.nextSeq {
+		return nil, fmt.Errorf("change %d of %s follows change %d", ev.Seq, ev.LSN, f.nextSeq-1)
+	}
+	mark, relMark, relBytes := len(f.changeBuf), len(f.rels), f.relBytes
+	if err := f.appendChange(ev); err != nil {
+		f.changeBuf = f.changeBuf[:mark]
 		return nil, err
 	}
 	var out *Encoded
-	if len(f.pb.Changes) > 0 && (len(f.pb.Changes) >= f.maxChanges || f.bytes+size > f.maxBytes) {
-		if out, err = f.emit(); err != nil {
-			return nil, err
-		}
+	if f.changes > 0 && (f.changes >= f.maxChanges || len(f.changeBuf)+f.relBytes > f.maxBytes) {
+		// It does not fit: the fragment ends before it, and the next one
+		// starts with it, describing its tables anew.
+		f.changeBuf = f.changeBuf[:mark]
+		f.dropRelations(relMark, relBytes)
+		out = f.emit(false, 0)
 		f.fragment++
-		f.pb.Fragment = uint32(f.fragment)
-		// The new fragment describes its relations anew.
-		c, size, err = f.change(ev)
-		if err != nil {
+		if err := f.appendChange(ev); err != nil {
 			return nil, err
 		}
 	}
-	f.pb.Changes = append(f.pb.Changes, c)
-	f.bytes += size
+	f.changes++
 	f.nextSeq = ev.Seq + 1
 	return out, nil
 }
 
 func (f *Framer) start(ev *Event) {
-	f.open, f.lsn, f.fragment = true, ev.LSN, 0
+	f.open, f.lsn, f.xid, f.commitUs, f.origin, f.fragment = true, ev.LSN, ev.Xid, ev.CommitTime.UnixMicro(), ev.Origin, 0
 	if ev.LSN == f.resumeLSN {
 		f.fragment = f.resumeFragment + 1
 	}
 	f.nextSeq = max(ev.Seq, 1)
-	f.pb = eventpb.Frame{
-		FormatVersion: Version,
-		SystemId:      f.systemID,
-		Xid:           ev.Xid,
-		CommitLsn:     uint64(ev.LSN),
-		CommitTimeUs:  ev.CommitTime.UnixMicro(),
-		Origin:        ev.Origin,
-		Fragment:      uint32(f.fragment),
-		FirstChange:   uint32(f.nextSeq),
-	}
+	f.firstChange = f.nextSeq
 	f.reset()
 }
 
 // reset empties the fragment's changes and relations.
 func (f *Framer) reset() {
-	f.pb.Changes, f.pb.Relations = nil, nil
-	f.bytes = 0
-	clear(f.rels)
+	f.changeBuf = f.changeBuf[:0]
+	f.changes = 0
+	f.dropRelations(0, 0)
+}
+
+// dropRelations forgets the relations from index n on.
+func (f *Framer) dropRelations(n, bytes int) {
+	for col, i := range f.relIndex {
+		if int(i) >= n {
+			delete(f.relIndex, col)
+		}
+	}
+	f.rels, f.relBytes = f.rels[:n], bytes
 }
 
 // emit encodes the open fragment and starts the next one.
-func (f *Framer) emit() (*Encoded, error) {
-	payload, err := proto.Marshal(&f.pb)
-	if err != nil {
-		return nil, fmt.Errorf("encode frame of %s: %w", f.lsn, err)
+func (f *Framer) emit(last bool, end LSN) *Encoded {
+	total := 0
+	if last {
+		total = f.nextSeq - 1
 	}
+	size := 64 + len(f.systemID) + len(f.origin) + f.relBytes + len(f.changeBuf)
+	b := make([]byte, 0, size)
+	b = appendVarintField(b, fVersion, Version)
+	b = appendStringField(b, fSystemID, f.systemID)
+	b = appendVarintField(b, fXid, uint64(f.xid))
+	b = appendVarintField(b, fCommitLSN, uint64(f.lsn))
+	if last {
+		b = appendVarintField(b, fEndLSN, uint64(end))
+	}
+	b = appendVarintField(b, fCommitTime, uint64(f.commitUs))
+	b = appendStringField(b, fOrigin, f.origin)
+	b = appendVarintField(b, fFragment, uint64(f.fragment))
+	if last {
+		b = appendVarintField(b, fLast, 1)
+	}
+	b = appendVarintField(b, fFirstChange, uint64(f.firstChange))
+	b = appendVarintField(b, fTotalChanges, uint64(total))
+	for _, r := range f.rels {
+		b = protowire.AppendTag(b, fRelations, protowire.BytesType)
+		b = protowire.AppendBytes(b, r)
+	}
+	b = append(b, f.changeBuf...)
 	out := &Encoded{
-		Payload: payload, LSN: f.lsn, EndLSN: LSN(f.pb.EndLsn), CommitTime: time.UnixMicro(f.pb.CommitTimeUs).UTC(),
-		Fragment: f.fragment, Last: f.pb.LastFragment, FirstChange: int(f.pb.FirstChange), Changes: len(f.pb.Changes),
-		TotalChanges: int(f.pb.TotalChanges),
+		Payload: b, LSN: f.lsn, EndLSN: end, CommitTime: time.UnixMicro(f.commitUs).UTC(),
+		Fragment: f.fragment, Last: last, FirstChange: f.firstChange, Changes: f.changes, TotalChanges: total,
 	}
-	f.pb.FirstChange = uint32(f.nextSeq)
+	f.firstChange = f.nextSeq
 	f.reset()
-	return out, nil
+	return out
 }
 
-// change converts one change and tells about how many bytes it adds to the
-// frame, its relation's description included when the frame lacks it.
-func (f *Framer) change(ev *Event) (*eventpb.Change, int, error) {
-	if ev.Seq != f.nextSeq {
-		return nil, 0, fmt.Errorf("change %d of %s follows change %d", ev.Seq, ev.LSN, f.nextSeq-1)
-	}
-	c := &eventpb.Change{}
-	size := 8
+// appendChange encodes one change into the fragment.
+func (f *Framer) appendChange(ev *Event) error {
+	body := f.scratch[:0]
+	defer func() { f.scratch = body }()
 	switch ev.Kind {
 	case KindInsert, KindUpdate, KindDelete:
-		c.Op = map[Kind]eventpb.Op{KindInsert: eventpb.Op_OP_INSERT, KindUpdate: eventpb.Op_OP_UPDATE, KindDelete: eventpb.Op_OP_DELETE}[ev.Kind]
-		rel, n := f.relation(TableName{ev.Schema, ev.Table}, ev.ReplicaIdentity, ev.Columns)
-		c.Relation, size = rel, size+n
+		op := uint64(opInsert)
+		if ev.Kind == KindUpdate {
+			op = opUpdate
+		} else if ev.Kind == KindDelete {
+			op = opDelete
+		}
+		rel := f.relation(TableName{ev.Schema, ev.Table}, ev.ReplicaIdentity, ev.Columns)
+		body = appendVarintField(body, fChOp, op)
+		body = appendVarintField(body, fChRelation, uint64(rel))
 		if ev.New != nil {
-			c.New = tuple(ev.Columns, ev.New, ev.Unchanged, &size)
+			body = appendTuple(body, fChNew, ev.Columns, ev.New, ev.Unchanged)
 		}
 		if ev.Old != nil {
-			c.Old = tuple(ev.Columns, ev.Old, ev.OldUnchanged, &size)
+			body = appendTuple(body, fChOld, ev.Columns, ev.Old, ev.OldUnchanged)
 		}
 	case KindTruncate:
-		c.Op, c.Cascade, c.RestartIdentity = eventpb.Op_OP_TRUNCATE, ev.Cascade, ev.RestartIdentity
+		body = appendVarintField(body, fChOp, opTruncate)
+		var packed []byte
 		for _, t := range ev.Tables {
-			rel, n := f.relation(t, "", nil)
-			c.TruncateRelations = append(c.TruncateRelations, rel)
-			size += n + 4
+			packed = protowire.AppendVarint(packed, uint64(f.relation(t, "", nil)))
+		}
+		if len(packed) > 0 {
+			body = protowire.AppendTag(body, fChTruncate, protowire.BytesType)
+			body = protowire.AppendBytes(body, packed)
+		}
+		if ev.Cascade {
+			body = appendVarintField(body, fChCascade, 1)
+		}
+		if ev.RestartIdentity {
+			body = appendVarintField(body, fChRestartIdentity, 1)
 		}
 	case KindMessage:
-		c.Op, c.Prefix, c.Content = eventpb.Op_OP_MESSAGE, ev.Prefix, ev.Content
-		size += len(ev.Prefix) + len(ev.Content)
+		body = appendVarintField(body, fChOp, opMessage)
+		body = appendStringField(body, fChPrefix, ev.Prefix)
+		if len(ev.Content) > 0 {
+			body = protowire.AppendTag(body, fChContent, protowire.BytesType)
+			body = protowire.AppendBytes(body, ev.Content)
+		}
 	default:
-		return nil, 0, fmt.Errorf("event kind %q in a transaction", ev.Kind)
+		return fmt.Errorf("event kind %q in a transaction", ev.Kind)
 	}
-	return c, size, nil
-}
-
-var identities = map[string]eventpb.ReplicaIdentity{
-	"default": eventpb.ReplicaIdentity_REPLICA_IDENTITY_DEFAULT,
-	"index":   eventpb.ReplicaIdentity_REPLICA_IDENTITY_INDEX,
-	"full":    eventpb.ReplicaIdentity_REPLICA_IDENTITY_FULL,
-	"nothing": eventpb.ReplicaIdentity_REPLICA_IDENTITY_NOTHING,
+	f.changeBuf = protowire.AppendTag(f.changeBuf, fChanges, protowire.BytesType)
+	f.changeBuf = protowire.AppendBytes(f.changeBuf, body)
+	return nil
 }
 
 // relation returns the index of the table's description in the fragment,
-// adding it when missing, and the bytes it added. Changes of one table
-// share its Columns slice (the capture keeps one per Relation message), so
+// adding it when missing. Changes of one table share its Columns slice, so
 // the slice's first column finds it; a table named by a TRUNCATE only has
-// no columns.
-func (f *Framer) relation(t TableName, identity string, columns []Column) (uint32, int) {
+// no columns and is looked up by name.
+func (f *Framer) relation(t TableName, identity string, columns []Column) uint32 {
 	var id *Column
 	if len(columns) > 0 {
 		id = &columns[0]
-		if i, ok := f.rels[id]; ok {
-			return i, 0
+		if i, ok := f.relIndex[id]; ok {
+			return i
 		}
 	} else {
-		for i, r := range f.pb.Relations {
-			if r.Schema == t.Schema && r.Table == t.Table {
-				return uint32(i), 0
+		for i, r := range f.rels {
+			if s, tb := relationName(r); s == t.Schema && tb == t.Table {
+				return uint32(i)
 			}
 		}
 	}
-	ri, ok := identities[identity]
-	if !ok {
-		ri = eventpb.ReplicaIdentity_REPLICA_IDENTITY_DEFAULT
+	enc := f.described[id]
+	if enc == nil || id == nil {
+		enc = appendStringField(nil, fRelSchema, t.Schema)
+		enc = appendStringField(enc, fRelTable, t.Table)
+		ri, ok := identityNumbers[identity]
+		if !ok {
+			ri = identityNumbers["default"]
+		}
+		enc = appendVarintField(enc, fRelIdentity, ri)
+		for _, c := range columns {
+			col := appendStringField(nil, fColName, c.Name)
+			col = appendStringField(col, fColType, c.Type)
+			if c.Key {
+				col = appendVarintField(col, fColKey, 1)
+			}
+			enc = protowire.AppendTag(enc, fRelColumns, protowire.BytesType)
+			enc = protowire.AppendBytes(enc, col)
+		}
+		if id != nil {
+			if len(f.described) > 4096 {
+				clear(f.described)
+			}
+			f.described[id] = enc
+		}
 	}
-	r := &eventpb.Relation{Schema: t.Schema, Table: t.Table, ReplicaIdentity: ri}
-	size := len(t.Schema) + len(t.Table) + 8
-	for _, c := range columns {
-		r.Columns = append(r.Columns, &eventpb.Column{Name: c.Name, Type: c.Type, Key: c.Key})
-		size += len(c.Name) + len(c.Type) + 6
-	}
-	i := uint32(len(f.pb.Relations))
-	f.pb.Relations = append(f.pb.Relations, r)
+	i := uint32(len(f.rels))
+	f.rels = append(f.rels, enc)
+	f.relBytes += len(enc) + 4
 	if id != nil {
-		f.rels[id] = i
+		f.relIndex[id] = i
 	}
-	return i, size
+	return i
 }
 
-// tuple writes a row in column order. A column absent from the row (the
-// non-key columns of a key-only old row) is written as NULL, as pgoutput
-// sends it.
-func tuple(columns []Column, row map[string]*string, unchanged []string, size *int) *eventpb.Tuple {
-	t := &eventpb.Tuple{Kinds: make([]byte, len(columns))}
-	for i, c := range columns {
-		v, ok := row[c.Name]
-		switch {
-		case ok && v != nil:
-			t.Kinds[i] = KindText
-			// The string's bytes as they are: proto.Marshal copies them into
-			// the payload and nothing writes to them.
-			t.Values = append(t.Values, unsafe.Slice(unsafe.StringData(*v), len(*v)))
-			*size += len(*v) + 4
-		case !ok && contains(unchanged, c.Name):
-			t.Kinds[i] = KindUnchanged
-		default:
-			t.Kinds[i] = KindNull
+// relationName reads schema and table back from an encoded description.
+func relationName(enc []byte) (schema, table string) {
+	for len(enc) > 0 {
+		num, typ, n := protowire.ConsumeTag(enc)
+		if n < 0 {
+			return
 		}
-		*size++
+		enc = enc[n:]
+		if typ == protowire.BytesType && (num == fRelSchema || num == fRelTable) {
+			v, m := protowire.ConsumeBytes(enc)
+			if m < 0 {
+				return
+			}
+			if num == fRelSchema {
+				schema = string(v)
+			} else {
+				table = string(v)
+			}
+			enc = enc[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, enc)
+		if m < 0 {
+			return
+		}
+		enc = enc[m:]
 	}
-	return t
+	return
+}
+
+// appendTuple writes a row in column order as field num. A column absent
+// from the row (the non-key columns of a key-only old row) is written as
+// NULL, as pgoutput sends it.
+func appendTuple(b []byte, num protowire.Number, columns []Column, row map[string]*string, unchanged []string) []byte {
+	// The tuple's length comes first: one pass to size it, one to write.
+	size := 0
+	if len(columns) > 0 {
+		size += 1 + protowire.SizeBytes(len(columns))
+	}
+	for _, c := range columns {
+		if v := row[c.Name]; v != nil {
+			size += 1 + protowire.SizeBytes(len(*v))
+		}
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	if len(columns) > 0 {
+		b = protowire.AppendTag(b, fTupleKinds, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(len(columns)))
+		for _, c := range columns {
+			v, ok := row[c.Name]
+			switch {
+			case ok && v != nil:
+				b = append(b, KindText)
+			case !ok && contains(unchanged, c.Name):
+				b = append(b, KindUnchanged)
+			default:
+				b = append(b, KindNull)
+			}
+		}
+	}
+	for _, c := range columns {
+		if v := row[c.Name]; v != nil {
+			b = protowire.AppendTag(b, fTupleValues, protowire.BytesType)
+			b = protowire.AppendString(b, *v)
+		}
+	}
+	return b
+}
+
+func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
 }
 
 func contains(names []string, name string) bool {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 )
 
 // Config is what one capture service needs. Build it with the values of
@@ -25,6 +26,8 @@ type Config struct {
 	// PulsarURL and PulsarToken reach the broker.
 	PulsarURL   string
 	PulsarToken string
+	// PulsarTLS checks the broker's certificate on a pulsar+ssl:// URL.
+	PulsarTLS pulsarclient.TLS
 	// CreateSlot creates the publication and slot when missing, for users
 	// who synchronise the target some other way than `pgtandem init`.
 	CreateSlot bool

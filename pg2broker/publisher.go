@@ -37,7 +37,7 @@ func (p *publisher) open(topic string) error {
 		return nil
 	}
 	p.close()
-	client, err := pulsarclient.New(pulsarclient.Options{URL: p.cfg.PulsarURL, Token: p.cfg.PulsarToken, Log: p.log, Registerer: p.reg})
+	client, err := pulsarclient.New(pulsarclient.Options{URL: p.cfg.PulsarURL, Token: p.cfg.PulsarToken, TLS: p.cfg.PulsarTLS, Log: p.log, Registerer: p.reg})
 	if err != nil {
 		return err
 	}

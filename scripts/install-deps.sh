@@ -101,3 +101,24 @@ log "PostgreSQL server binaries present for 15 (Debian) and $PG_MAJORS (npm)"
 if command -v go >/dev/null; then
   (cd "$repo" && go mod download)
 fi
+
+# The Helm chart's tests (internal/charttest): a pinned helm built from the Go module proxy, and the
+# OpenAPI schemas of the oldest and newest supported Kubernetes, which the k8s.io/kubernetes module holds.
+install_chart_tools() {
+  # shellcheck source=chart-tools.env
+  source "$repo/scripts/chart-tools.env"
+  local helm_dir="$repo/.cache/tools/helm-$HELM_VERSION"
+  if [ ! -x "$helm_dir/helm" ]; then
+    log "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION into ${helm_dir#$repo/} (a few minutes, once)"
+    mkdir -p "$helm_dir"
+    (cd "$repo" && GOBIN="$helm_dir" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+  fi
+  local v
+  for v in $KUBE_VERSIONS; do
+    (cd "$repo" && go mod download "k8s.io/kubernetes@$v")
+  done
+  log "helm $HELM_VERSION and the Kubernetes $KUBE_VERSIONS OpenAPI schemas present"
+}
+if command -v go >/dev/null; then
+  install_chart_tools
+fi

@@ -35,6 +35,7 @@ func newBroker2pgCmd(a *app) *cobra.Command {
 			cfg.TopicPrefix = a.cfg.Pulsar.TopicPrefix
 			cfg.PulsarURL = a.cfg.Pulsar.URL
 			cfg.PulsarToken = token
+			cfg.PulsarTLS = pulsarTLS(a.cfg.Pulsar)
 			cfg.AdminURL = a.cfg.Pulsar.AdminURL
 			if startAfter != "" {
 				if cfg.StartAfterLSN, err = pglogrepl.ParseLSN(startAfter); err != nil {

@@ -100,6 +100,7 @@ func newPg2brokerCmd(a *app) *cobra.Command {
 			cfg.TopicPrefix = a.cfg.Pulsar.TopicPrefix
 			cfg.PulsarURL = a.cfg.Pulsar.URL
 			cfg.PulsarToken = token
+			cfg.PulsarTLS = pulsarTLS(a.cfg.Pulsar)
 			cfg.CreateSlot = createSlot
 			cfg.FrameMaxChanges = a.cfg.Capture.FrameMaxChanges
 			cfg.FrameMaxBytes = a.cfg.Capture.FrameMaxBytes

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgtandem/pgtandem/internal/config"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
 )
 
@@ -40,6 +41,17 @@ func runService(ctx context.Context, a *app, scope, metricsListen string, build 
 	})
 	g.Go(func() error { return tel.Serve(serveCtx, metricsListen, svc.Ready, a.log) })
 	return g.Wait()
+}
+
+// pulsarTLS is how the services check the broker's certificate.
+func pulsarTLS(p config.Pulsar) pulsarclient.TLS {
+	return pulsarclient.TLS{
+		TrustCertsFile:   p.TLSTrustCertsFile,
+		ValidateHostname: p.TLSValidateHostname,
+		CertFile:         p.TLSCertFile,
+		KeyFile:          p.TLSKeyFile,
+		AllowInsecure:    p.TLSAllowInsecure,
+	}
 }
 
 // pulsarToken reads the configured token, from the file when one is named.

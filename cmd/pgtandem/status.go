@@ -110,7 +110,7 @@ func backlogOf(p config.Pulsar) backlogFunc {
 	token, err := pulsarToken(p)
 	var reader *broker2pg.BacklogReader
 	if err == nil {
-		reader, err = broker2pg.NewBacklogReader(p.AdminURL, token)
+		reader, err = broker2pg.NewBacklogReader(p.AdminURL, token, pulsarTLS(p))
 	}
 	if err != nil {
 		return func(context.Context, string, string) (int64, error) { return 0, err }

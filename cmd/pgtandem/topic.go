@@ -109,7 +109,7 @@ func tailTopic(ctx context.Context, a *app, topic string, start pulsar.MessageID
 	if err != nil {
 		return err
 	}
-	client, err := pulsarclient.New(pulsarclient.Options{URL: a.cfg.Pulsar.URL, Token: token, Log: a.log})
+	client, err := pulsarclient.New(pulsarclient.Options{URL: a.cfg.Pulsar.URL, Token: token, TLS: pulsarTLS(a.cfg.Pulsar), Log: a.log})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -19,7 +20,9 @@ type Options struct {
 	URL string
 	// Token is a JWT for token authentication; empty for none.
 	Token string
-	Log   *slog.Logger
+	// TLS applies to a pulsar+ssl:// URL and is ignored otherwise.
+	TLS TLS
+	Log *slog.Logger
 	// Registerer receives the client's own metrics; nil keeps them out of
 	// the process-wide default registry.
 	Registerer prometheus.Registerer
@@ -41,6 +44,13 @@ func New(o Options) (pulsar.Client, error) {
 	}
 	if o.Token != "" {
 		opts.Authentication = pulsar.NewAuthenticationToken(o.Token)
+	}
+	if strings.HasPrefix(o.URL, "pulsar+ssl://") {
+		tlsCfg, err := o.TLS.Config()
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig = tlsCfg
 	}
 	client, err := pulsar.NewClient(opts)
 	if err != nil {
