@@ -74,6 +74,11 @@ const backlogUnknown = -1
 func (s *Service) setState(state string) { s.state.Store(&state) }
 
 // Ready reports nil while the service is the active applier and not blocked.
+// decodedAhead is how many frames the decoding goroutine may hold decoded
+// ahead of the apply: enough to overlap decoding with the target's work, few
+// enough that frames of thousands of changes, decoded, stay bounded in memory.
+const decodedAhead = 256
+
 func (s *Service) Ready() error {
 	if st := *s.state.Load(); st != "applying" {
 		return errors.New(st)
@@ -280,7 +285,7 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	}
 	defer consumer.Close()
 	s.setState("standby: waiting to become the active consumer of " + catalog.SubscriptionName(s.cfg.Target))
-	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, 1000)}
+	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, decodedAhead)}
 	a.schema = newSchemaCache(conn, a.wait)
 	a.plan = newPlan(a.schema)
 	if a.plan.handoffs, err = readTableHandoffs(ctx, conn, s.cfg.Source); err != nil {

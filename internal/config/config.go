@@ -145,8 +145,8 @@ func (p Pulsar) UsesTLS() bool { return strings.HasPrefix(p.URL, "pulsar+ssl://"
 type Capture struct {
 	// FrameMaxChanges and FrameMaxBytes bound one frame (one Pulsar
 	// message): a transaction with more changes or bytes is published as
-	// fragments. Consumers prefetch up to a thousand frames, so
-	// FrameMaxBytes also bounds their memory.
+	// fragments. Consumers prefetch many frames, so
+	// FrameMaxBytes also bounds their memory (broker2pg prefetches 1000).
 	FrameMaxChanges int `mapstructure:"frame-max-changes"`
 	FrameMaxBytes   int `mapstructure:"frame-max-bytes"`
 }
