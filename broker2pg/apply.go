@@ -12,6 +12,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
@@ -56,8 +57,11 @@ type applier struct {
 	cur *sourceTxn
 	// targetTxn is the open target transaction, nil between two.
 	targetTxn *targetTxn
-	// decoded carries messages from the decoding goroutine.
+	// decoded carries messages from the decoding goroutine; ahead bounds
+	// the payload bytes decoded and not yet applied, since a decoded frame
+	// takes several times its payload in memory.
 	decoded chan decoded
+	ahead   *semaphore.Weighted
 	// inflight, when not nil, delivers the result of the flush running on
 	// its own goroutine; nothing else uses the connection until it has.
 	inflight chan error
@@ -87,9 +91,13 @@ func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
 	defer a.rollback()
 	quit := make(chan struct{})
 	decoderDone := make(chan struct{})
-	go a.decode(quit, decoderDone)
+	// The decoder's context ends with the session, which also ends a wait
+	// for the decoding budget.
+	decodeCtx, cancelDecode := context.WithCancel(context.WithoutCancel(ctx))
+	go a.decode(decodeCtx, quit, decoderDone)
 	defer func() {
 		close(quit)
+		cancelDecode()
 		<-decoderDone
 	}()
 	wasActive := false
@@ -109,7 +117,9 @@ func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
 				return errors.New("consumer closed")
 			}
 			wasActive = true
-			if err := a.handle(ctx, d); err != nil {
+			err := a.handle(ctx, d)
+			a.ahead.Release(d.weight)
+			if err != nil {
 				if IsBlocked(err) {
 					a.svc.notePending(d.msg.EventTime(), d.msg.PublishTime())
 				}
@@ -125,12 +135,14 @@ type decoded struct {
 	frame *event.Frame
 	evs   []*event.Event
 	err   error
+	// weight is what it holds of the decoding budget (decodedAheadBytes).
+	weight int64
 }
 
 // decode turns messages into events on a goroutine of its own, so that
 // decoding overlaps with planning and the target's work; it ends when quit
 // closes.
-func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
+func (a *applier) decode(ctx context.Context, quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	dec := event.NewDecoder()
 	for {
@@ -142,7 +154,10 @@ func (a *applier) decode(quit <-chan struct{}, done chan<- struct{}) {
 				close(a.decoded)
 				return
 			}
-			d := decoded{msg: cm.Message}
+			d := decoded{msg: cm.Message, weight: min(max(int64(len(cm.Message.Payload())), 1), decodedAheadBytes)}
+			if err := a.ahead.Acquire(ctx, d.weight); err != nil {
+				return // the session ends
+			}
 			if d.frame, d.err = dec.Decode(cm.Message.Payload()); d.err == nil {
 				d.evs = d.frame.Events()
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
@@ -75,9 +76,14 @@ func (s *Service) setState(state string) { s.state.Store(&state) }
 
 // Ready reports nil while the service is the active applier and not blocked.
 // decodedAhead is how many frames the decoding goroutine may hold decoded
-// ahead of the apply: enough to overlap decoding with the target's work, few
-// enough that frames of thousands of changes, decoded, stay bounded in memory.
-const decodedAhead = 256
+// ahead of the apply, and decodedAheadBytes how many payload bytes: enough
+// to overlap decoding with the target's work (many small frames), few
+// enough that frames of thousands of changes, which decoded take several
+// times their payload, stay bounded in memory.
+const (
+	decodedAhead      = 256
+	decodedAheadBytes = 8 << 20
+)
 
 func (s *Service) Ready() error {
 	if st := *s.state.Load(); st != "applying" {
@@ -285,7 +291,8 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	}
 	defer consumer.Close()
 	s.setState("standby: waiting to become the active consumer of " + catalog.SubscriptionName(s.cfg.Target))
-	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, decodedAhead)}
+	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, decodedAhead),
+		ahead: semaphore.NewWeighted(decodedAheadBytes)}
 	a.schema = newSchemaCache(conn, a.wait)
 	a.plan = newPlan(a.schema)
 	if a.plan.handoffs, err = readTableHandoffs(ctx, conn, s.cfg.Source); err != nil {

@@ -96,8 +96,9 @@ type Event struct {
 // Column describes one column of a row change.
 type Column struct {
 	Name string `json:"name"`
-	// Type is the column's type as format_type() spells it, e.g.
-	// "numeric(10,2)" or "public.mood".
+	// Type is the column's type as format_type() spells it in the
+	// capture's session, e.g. "numeric(10,2)", "mood", or "sales.mood" for
+	// a type outside that session's search_path.
 	Type string `json:"type"`
 	// Key marks the columns of the replica identity (primary key or chosen
 	// index; every column for REPLICA IDENTITY FULL).
@@ -116,8 +117,8 @@ func (t TableName) String() string { return QuoteIdent(t.Schema) + "." + QuoteId
 // QualifiedTable returns the event's table as a TableName.
 func (e *Event) QualifiedTable() TableName { return TableName{Schema: e.Schema, Table: e.Table} }
 
-// LSN is a PostgreSQL WAL position; in JSON and properties it reads and
-// writes as PostgreSQL prints it, "16/B374D848".
+// LSN is a PostgreSQL WAL position; in JSON it reads and writes as
+// PostgreSQL prints it, "16/B374D848".
 type LSN pglogrepl.LSN
 
 func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }

@@ -69,7 +69,17 @@ func shapes() map[string][]*Event {
 		"message":  txn(0x600, &Event{Kind: KindMessage, Prefix: "pgtandem.marker", Content: []byte{0, 1, 2, 0xff}}),
 		"mixed":    txn(0x700, insert(1), insert(2), &Event{Kind: KindDelete, Schema: "odd schema", Table: `We"ird`, ReplicaIdentity: "full", Columns: fullCols, Old: row("a", "1", "b", "x")}, insert(3)),
 		"empty":    txn(0x800),
+		"origin":   withOrigin("pg_16394", txn(0x900, insert(4))),
 	}
+}
+
+// withOrigin marks a transaction as one that came in under a replication
+// origin on the source (a native subscription's, say).
+func withOrigin(origin string, evs []*Event) []*Event {
+	for _, ev := range evs {
+		ev.Origin = origin
+	}
+	return evs
 }
 
 // frames runs events through a Framer with the given limits.

@@ -54,6 +54,7 @@ type decoder struct {
 	begin      *pglogrepl.BeginMessage // the open transaction
 	beganOut   bool                    // its BEGIN event was emitted
 	skipping   bool                    // it came from a pgtandem origin
+	origin     string                  // its replication origin, "" for a client's
 	seq        int
 	skippedEnd pglogrepl.LSN // end of the last skipped transaction, until taken
 }
@@ -84,11 +85,12 @@ func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byt
 		if d.begin != nil {
 			return nil, &ProtocolError{LSN: walStart, Reason: "BEGIN inside an open transaction"}
 		}
-		d.begin, d.beganOut, d.skipping, d.seq = m, false, false, 0
+		d.begin, d.beganOut, d.skipping, d.seq, d.origin = m, false, false, 0, ""
 		return nil, nil
 	case *pglogrepl.OriginMessage:
-		if d.begin != nil && !d.beganOut && strings.HasPrefix(m.Name, d.originPrefix) {
-			d.skipping = true
+		if d.begin != nil && !d.beganOut {
+			d.origin = m.Name
+			d.skipping = strings.HasPrefix(m.Name, d.originPrefix)
 		}
 		return nil, nil
 	case *pglogrepl.RelationMessage:
@@ -172,6 +174,7 @@ func (d *decoder) envelope(kind event.Kind) *event.Event {
 		Xid:        d.begin.Xid,
 		LSN:        event.LSN(d.begin.FinalLSN),
 		CommitTime: d.begin.CommitTime.UTC(),
+		Origin:     d.origin,
 		Seq:        d.seq,
 	}
 	d.seq++

@@ -1,13 +1,15 @@
 // Package pg2broker captures the committed changes of one PostgreSQL database
 // and publishes them, in commit order, to that cluster's Pulsar topic.
 //
-// # What it will hold
+// # What it holds
 //
 // Logical decoding with the pgoutput plugin (through pglogrepl) from a slot
-// created by `pgtandem init`, one message per row change plus BEGIN and COMMIT
-// messages per transaction, published by a named producer whose sequence ids
-// follow the LSN order so that a resend after a crash is dropped by broker
-// deduplication.
+// created by `pgtandem init`, one frame (event format 2, package event) per
+// transaction, or fragments of a large one, published by a named producer.
+// A restarted capture reads the header of the topic's last frame and skips
+// what the topic holds, continuing a half-published transaction at its next
+// fragment; broker deduplication drops what a producer resends when it
+// reconnects inside one run.
 //
 // # Why the confirmed LSN lags the stream
 //

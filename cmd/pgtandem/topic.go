@@ -40,7 +40,8 @@ non-durable reader, so it changes nothing for pgtandem or other consumers, and p
 every frame: a line of text each, or with --json one JSON object each (the fields of
 docs/event-format.md's JSON view: kind, lsn, seq, xid, commit_time, schema, table, columns, new, old,
 unchanged). --start says where to begin: earliest (default), latest, or an LSN such as 16/B374D848 (the
-first transaction that committed at or after it). Without --follow it stops at the end of the topic.`,
+first transaction that committed at or after it). Without --follow it stops at the end of the topic;
+--start latest implies --follow.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := d.check(a, false); err != nil {
@@ -50,6 +51,9 @@ first transaction that committed at or after it). Without --follow it stops at t
 			if err != nil {
 				return err
 			}
+			// At the latest position there is nothing to print but what
+			// comes next.
+			follow = follow || start == "latest"
 			cl, _ := a.cfg.Cluster(d.from)
 			topic, err := clusterTopic(cmd.Context(), a.cfg, cl)
 			if err != nil {
@@ -131,12 +135,17 @@ func tailTopic(ctx context.Context, a *app, topic string, start pulsar.MessageID
 			}
 			return fmt.Errorf("read %s: %w", topic, err)
 		}
+		if skipTo != 0 {
+			// Frames before the start are passed over by their header,
+			// even ones this build could not decode whole.
+			h, _, err := event.DecodeHeader(msg.Payload())
+			if err == nil && h.LSN < skipTo {
+				continue
+			}
+		}
 		f, err := event.DecodeFrame(msg.Payload())
 		if err != nil {
 			return fmt.Errorf("message %s of %s: %w", msg.ID(), topic, err)
-		}
-		if f.LSN < skipTo {
-			continue
 		}
 		for _, ev := range f.Changes {
 			if err := out.print(ev); err != nil {

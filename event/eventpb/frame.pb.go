@@ -389,8 +389,10 @@ func (x *Relation) GetColumns() []*Column {
 type Column struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// type as format_type() prints it on the source, e.g. "numeric(10,2)",
-	// "character varying(40)", "public.mood", "integer[]".
+	// type as format_type() prints it in the capture's session on the source,
+	// e.g. "numeric(10,2)", "character varying(40)", "integer[]"; a type
+	// outside that session's search_path is schema-qualified ("sales.mood"),
+	// one on it is not ("mood").
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// key marks a column of the replica identity (every column for FULL).
 	Key           bool `protobuf:"varint,3,opt,name=key,proto3" json:"key,omitempty"`
