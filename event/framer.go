@@ -107,6 +107,7 @@ type Framer struct {
 	// rels the encoded descriptions of the tables they use, in index order.
 	changeBuf []byte
 	scratch   []byte
+	vals      []*string
 	rels      [][]byte
 	relBytes  int
 	relIndex  map[*Column]uint32
@@ -265,10 +266,10 @@ func (f *Framer) appendChange(ev *Event) error {
 		body = appendVarintField(body, fChOp, op)
 		body = appendVarintField(body, fChRelation, uint64(rel))
 		if ev.New != nil {
-			body = appendTuple(body, fChNew, ev.Columns, ev.New, ev.Unchanged)
+			body, f.vals = appendTuple(body, fChNew, ev.Columns, ev.New, ev.Unchanged, f.vals)
 		}
 		if ev.Old != nil {
-			body = appendTuple(body, fChOld, ev.Columns, ev.Old, ev.OldUnchanged)
+			body, f.vals = appendTuple(body, fChOld, ev.Columns, ev.Old, ev.OldUnchanged, f.vals)
 		}
 	case KindTruncate:
 		body = appendVarintField(body, fChOp, opTruncate)
@@ -385,43 +386,52 @@ func relationName(enc []byte) (schema, table string) {
 
 // appendTuple writes a row in column order as field num. A column absent
 // from the row (the non-key columns of a key-only old row) is written as
-// NULL, as pgoutput sends it.
-func appendTuple(b []byte, num protowire.Number, columns []Column, row map[string]*string, unchanged []string) []byte {
-	// The tuple's length comes first: one pass to size it, one to write.
+// NULL, as pgoutput sends it. vals is scratch space, returned for reuse.
+func appendTuple(b []byte, num protowire.Number, columns []Column, row map[string]*string, unchanged []string, vals []*string) ([]byte, []*string) {
+	// The tuple's length comes first: one pass looks each column up and
+	// sizes it, the next writes.
+	vals = vals[:0]
 	size := 0
 	if len(columns) > 0 {
 		size += 1 + protowire.SizeBytes(len(columns))
 	}
 	for _, c := range columns {
-		if v := row[c.Name]; v != nil {
+		v, ok := row[c.Name]
+		switch {
+		case ok && v != nil:
 			size += 1 + protowire.SizeBytes(len(*v))
+		case !ok && contains(unchanged, c.Name):
+			v = &unchangedMark
 		}
+		vals = append(vals, v)
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(size))
 	if len(columns) > 0 {
 		b = protowire.AppendTag(b, fTupleKinds, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(len(columns)))
-		for _, c := range columns {
-			v, ok := row[c.Name]
-			switch {
-			case ok && v != nil:
-				b = append(b, KindText)
-			case !ok && contains(unchanged, c.Name):
+		for _, v := range vals {
+			switch v {
+			case nil:
+				b = append(b, KindNull)
+			case &unchangedMark:
 				b = append(b, KindUnchanged)
 			default:
-				b = append(b, KindNull)
+				b = append(b, KindText)
 			}
 		}
 	}
-	for _, c := range columns {
-		if v := row[c.Name]; v != nil {
+	for _, v := range vals {
+		if v != nil && v != &unchangedMark {
 			b = protowire.AppendTag(b, fTupleValues, protowire.BytesType)
 			b = protowire.AppendString(b, *v)
 		}
 	}
-	return b
+	return b, vals
 }
+
+// unchangedMark stands for an unchanged TOAST value among a tuple's values.
+var unchangedMark string
 
 func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
 	if v == 0 {
