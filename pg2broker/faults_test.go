@@ -294,3 +294,27 @@ func runOnce(t *testing.T, dsn, url, topic string, createSlot bool) error {
 	}
 	return err
 }
+
+// TestRestartAfterChunkedTail restarts the capture when the topic's last
+// message is a chunked frame: the restart reads that frame's header to
+// resume after it, neither stuck nor repeating it.
+func TestRestartAfterChunkedTail(t *testing.T) {
+	srv := pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	conn := pgtest.Connect(t, srv, "postgres")
+	exec(t, conn, `CREATE TABLE blob (id int PRIMARY KEY, v text)`)
+	topic := "persistent://public/default/large-tail"
+	stop := capture(t, srv, b.URL(), topic)
+	exec(t, conn, `INSERT INTO blob VALUES (1, 'small')`)
+	exec(t, conn, `INSERT INTO blob SELECT 2, string_agg(md5(g::text), '') FROM generate_series(1, 700000) g`)
+	eventtest.ReadTxns(t, b.URL(), topic, 2, 2*time.Minute)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	capture(t, srv, b.URL(), topic)
+	exec(t, conn, `INSERT INTO blob VALUES (3, 'small')`)
+	txns := eventtest.ReadTxns(t, b.URL(), topic, 3, 2*time.Minute)
+	if rows := eventtest.Changes(txns, "public", "blob"); len(rows) != 3 {
+		t.Fatalf("%d rows in the topic after the restart, want 3", len(rows))
+	}
+}

@@ -30,7 +30,39 @@ func (t *tail) String() string {
 
 // readTail reads the topic's last frame. The topic, not the slot, is the
 // record of what was published: the slot's confirmed position may lag it.
+//
+// The last entry may be the last chunk of a frame published in chunks (one
+// change larger than a message), which a reader started there drops: it
+// needs the first chunk. So the reader starts a few entries earlier, more
+// each time it finds no whole message after its start, and the tail is the
+// last whole frame it reads. A chunked frame cut short by a crash is not
+// whole, so the frame before it is the tail, and the capture publishes the
+// transaction again.
 func readTail(ctx context.Context, client pulsar.Client, topic string) (*tail, error) {
+	last, err := lastEntry(client, topic)
+	if err != nil || last == nil {
+		return nil, err
+	}
+	for back := int64(0); ; back = max(1, 4*back) {
+		start, fromEarliest := pulsar.EarliestMessageID(), last.EntryID()-back < 0
+		if !fromEarliest {
+			start = pulsar.NewMessageID(last.LedgerID(), last.EntryID()-back, -1, last.PartitionIdx())
+		}
+		msg, err := lastWhole(ctx, client, topic, start)
+		if err != nil {
+			return nil, err
+		}
+		if msg != nil {
+			return tailOf(topic, msg)
+		}
+		if fromEarliest {
+			return nil, fmt.Errorf("read the last message of %s: no whole message in the topic, which holds entries up to %s", topic, last)
+		}
+	}
+}
+
+// lastEntry is the id of the topic's last entry, nil when it is empty.
+func lastEntry(client pulsar.Client, topic string) (pulsar.MessageID, error) {
 	reader, err := client.CreateReader(pulsar.ReaderOptions{
 		Topic:                   topic,
 		StartMessageID:          pulsar.LatestMessageID(),
@@ -43,12 +75,40 @@ func readTail(ctx context.Context, client pulsar.Client, topic string) (*tail, e
 	if !reader.HasNext() {
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	msg, err := reader.Next(ctx)
+	id, err := reader.GetLastMessageID()
+	if err != nil {
+		return nil, fmt.Errorf("read the last message id of %s: %w", topic, err)
+	}
+	return id, nil
+}
+
+// lastWhole reads topic from start (inclusive) to its end and returns the
+// last whole message, nil when there is none after start.
+func lastWhole(ctx context.Context, client pulsar.Client, topic string, start pulsar.MessageID) (pulsar.Message, error) {
+	reader, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: start, StartMessageIDInclusive: true})
 	if err != nil {
 		return nil, fmt.Errorf("read the last message of %s: %w", topic, err)
 	}
+	defer reader.Close()
+	var last pulsar.Message
+	for reader.HasNext() {
+		// HasNext counts entries; chunks of a message whose first chunk is
+		// before start never make a message, so a short wait ends the read.
+		readCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		msg, err := reader.Next(readCtx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			break
+		}
+		last = msg
+	}
+	return last, nil
+}
+
+func tailOf(topic string, msg pulsar.Message) (*tail, error) {
 	// The header is enough: a frame the apply cannot read (and blocks on)
 	// still says what was published.
 	h, changes, err := event.DecodeHeader(msg.Payload())
