@@ -134,36 +134,12 @@ type rawFrame struct {
 	relations, changes [][]byte
 }
 
-// wireError names a field whose encoding is broken.
-func wireError(field string) error {
-	return &DecodeError{Reason: "not a protobuf frame: bad " + field}
-}
-
 // parseFrame reads the top level of a frame and checks the header.
 func parseFrame(b []byte) (rawFrame, error) {
 	var raw rawFrame
 	var version, commitUs uint64
 	h := &raw.header
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return raw, wireError("tag")
-		}
-		b = b[n:]
-		var v uint64
-		var bs []byte
-		switch typ {
-		case protowire.VarintType:
-			v, n = protowire.ConsumeVarint(b)
-		case protowire.BytesType:
-			bs, n = protowire.ConsumeBytes(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return raw, wireError(fmt.Sprintf("field %d", num))
-		}
-		b = b[n:]
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 		want := protowire.VarintType
 		switch num {
 		case fVersion:
@@ -187,7 +163,7 @@ func parseFrame(b []byte) (rawFrame, error) {
 		case fSystemID, fOrigin:
 			want = protowire.BytesType
 			if !utf8.Valid(bs) {
-				return raw, wireError(fmt.Sprintf("field %d (not UTF-8)", num))
+				return fmt.Errorf("field %d (not UTF-8)", num)
 			}
 			if num == fSystemID {
 				h.SystemID = string(bs)
@@ -202,11 +178,15 @@ func parseFrame(b []byte) (rawFrame, error) {
 			raw.changes = append(raw.changes, bs)
 		default:
 			// A field of a later minor revision: skipped, as protobuf does.
-			continue
+			return nil
 		}
 		if typ != want {
-			return raw, wireError(fmt.Sprintf("field %d (wire type %d)", num, typ))
+			return fmt.Errorf("field %d (wire type %d)", num, typ)
 		}
+		return nil
+	})
+	if err != nil {
+		return raw, &DecodeError{Reason: "not a protobuf frame: " + err.Error()}
 	}
 	h.CommitTime = time.UnixMicro(int64(commitUs)).UTC()
 	if version != Version {

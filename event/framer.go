@@ -356,32 +356,18 @@ func (f *Framer) relation(t TableName, identity string, columns []Column) uint32
 
 // relationName reads schema and table back from an encoded description.
 func relationName(enc []byte) (schema, table string) {
-	for len(enc) > 0 {
-		num, typ, n := protowire.ConsumeTag(enc)
-		if n < 0 {
-			return
+	// The framer encoded it: it parses.
+	_ = fields(enc, func(num protowire.Number, typ protowire.Type, _ uint64, bs []byte) error {
+		switch {
+		case typ != protowire.BytesType:
+		case num == fRelSchema:
+			schema = string(bs)
+		case num == fRelTable:
+			table = string(bs)
 		}
-		enc = enc[n:]
-		if typ == protowire.BytesType && (num == fRelSchema || num == fRelTable) {
-			v, m := protowire.ConsumeBytes(enc)
-			if m < 0 {
-				return
-			}
-			if num == fRelSchema {
-				schema = string(v)
-			} else {
-				table = string(v)
-			}
-			enc = enc[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, enc)
-		if m < 0 {
-			return
-		}
-		enc = enc[m:]
-	}
-	return
+		return nil
+	})
+	return schema, table
 }
 
 // appendTuple writes a row in column order as field num. A column absent
