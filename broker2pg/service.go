@@ -382,16 +382,11 @@ func (s *Service) resolveTopic(ctx context.Context, conn *pgx.Conn) (string, err
 	if topic, err := catalog.StoredTopic(ctx, conn, s.cfg.Source); err != nil || topic != "" {
 		return topic, err
 	}
-	src, err := catalog.Connect(ctx, s.cfg.SourceDSN)
+	topic, err := catalog.TopicOf(ctx, s.cfg.SourceDSN, s.cfg.TopicPrefix)
 	if err != nil {
-		return "", fmt.Errorf("connect to source to learn its major (or set clusters.%s.topic): %w", s.cfg.Source, err)
+		return "", fmt.Errorf("learn the source's major (or set clusters.%s.topic): %w", s.cfg.Source, err)
 	}
-	defer src.Close(context.Background())
-	var num int
-	if err := src.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
-		return "", fmt.Errorf("read the source's version: %w", err)
-	}
-	return catalog.Topic(s.cfg.TopicPrefix, num/10000), nil
+	return topic, nil
 }
 
 // activeChange is a Failover notification: this consumer became the active

@@ -90,20 +90,7 @@ func clusterTopic(ctx context.Context, cfg config.Config, cl config.Cluster) (st
 	if cl.Topic != "" {
 		return cl.Topic, nil
 	}
-	conn, err := catalog.Connect(ctx, cl.DSN.ConnString())
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var num string
-	if err := conn.QueryRow(ctx, `SHOW server_version_num`).Scan(&num); err != nil {
-		return "", fmt.Errorf("read the server's version: %w", err)
-	}
-	v, err := strconv.Atoi(num)
-	if err != nil {
-		return "", fmt.Errorf("server_version_num %q: %w", num, err)
-	}
-	return catalog.Topic(cfg.Pulsar.TopicPrefix, v/10000), nil
+	return catalog.TopicOf(ctx, cl.DSN.ConnString(), cfg.Pulsar.TopicPrefix)
 }
 
 // tailTopic prints the changes of topic from start, skipping transactions

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -101,4 +102,19 @@ func nameSession(params map[string]string) {
 	if params["application_name"] == "" {
 		params["application_name"] = "pgtandem"
 	}
+}
+
+// TopicOf connects to the cluster at dsn and returns its topic,
+// <prefix>-pg<major> (Topic), for a configuration that names none.
+func TopicOf(ctx context.Context, dsn, prefix string) (string, error) {
+	conn, err := Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var num int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
+		return "", fmt.Errorf("read the server's version: %w", err)
+	}
+	return Topic(prefix, num/10000), nil
 }
