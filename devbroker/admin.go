@@ -249,13 +249,23 @@ type cursorStatsJSON struct {
 	State                       string `json:"state"`
 }
 
+// ledgerInfoJSON is Pulsar's PersistentTopicInternalStats.LedgerInfo.
+type ledgerInfoJSON struct {
+	LedgerID int64 `json:"ledgerId"`
+	Entries  int64 `json:"entries"`
+	Size     int64 `json:"size"`
+}
+
 type internalStatsJSON struct {
-	EntriesAddedCounter int64                      `json:"entriesAddedCounter"`
-	NumberOfEntries     int64                      `json:"numberOfEntries"`
-	TotalSize           int64                      `json:"totalSize"`
-	LastConfirmedEntry  string                     `json:"lastConfirmedEntry"`
-	State               string                     `json:"state"`
-	Cursors             map[string]cursorStatsJSON `json:"cursors"`
+	EntriesAddedCounter  int64                      `json:"entriesAddedCounter"`
+	NumberOfEntries      int64                      `json:"numberOfEntries"`
+	TotalSize            int64                      `json:"totalSize"`
+	CurrentLedgerEntries int64                      `json:"currentLedgerEntries"`
+	CurrentLedgerSize    int64                      `json:"currentLedgerSize"`
+	LastConfirmedEntry   string                     `json:"lastConfirmedEntry"`
+	State                string                     `json:"state"`
+	Ledgers              []ledgerInfoJSON           `json:"ledgers"`
+	Cursors              map[string]cursorStatsJSON `json:"cursors"`
 }
 
 func (s *Server) adminInternalStats(r *http.Request) (any, error) {
@@ -263,11 +273,26 @@ func (s *Server) adminInternalStats(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ls := t.log.Stats()
+	// One snapshot of the segments, so that the ledgers add up to the
+	// totals even while messages are appended.
+	ledgers := t.log.Ledgers()
 	out := internalStatsJSON{
-		EntriesAddedCounter: ls.Records, NumberOfEntries: ls.Records, TotalSize: ls.Bytes,
-		LastConfirmedEntry: t.log.Last().String(), State: "LedgerOpened", Cursors: map[string]cursorStatsJSON{},
+		LastConfirmedEntry: store.Position{Ledger: ledgers[len(ledgers)-1].ID, Entry: -1}.String(),
+		State:              "LedgerOpened",
+		Ledgers:            make([]ledgerInfoJSON, len(ledgers)),
+		Cursors:            map[string]cursorStatsJSON{},
 	}
+	for i, l := range ledgers {
+		out.Ledgers[i] = ledgerInfoJSON{LedgerID: l.ID, Entries: l.Entries, Size: l.Bytes}
+		out.NumberOfEntries += l.Entries
+		out.TotalSize += l.Bytes
+		if l.Entries > 0 {
+			out.LastConfirmedEntry = store.Position{Ledger: l.ID, Entry: l.Entries - 1}.String()
+		}
+	}
+	out.EntriesAddedCounter = out.NumberOfEntries
+	out.CurrentLedgerEntries = ledgers[len(ledgers)-1].Entries
+	out.CurrentLedgerSize = ledgers[len(ledgers)-1].Bytes
 	for _, sub := range t.subscriptions() {
 		st := sub.stats()
 		acked := make([]string, len(st.acked))

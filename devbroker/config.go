@@ -42,6 +42,10 @@ type Config struct {
 	// SegmentSize is the size of the files a topic log is cut into, and so
 	// the granularity of retention. 0 means 64 MiB.
 	SegmentSize int64
+	// RetentionInterval is how often RetentionSize and RetentionTime are
+	// enforced. 0 means once a minute; tests set it short to see retention
+	// act at once.
+	RetentionInterval time.Duration
 	// TLSCertFile and TLSKeyFile, both PEM, make the binary protocol
 	// listener speak TLS (clients use pulsar+ssl://), so that tests can
 	// drive the Pulsar client's TLS options end to end. The admin API stays
@@ -100,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetentionTime < 0 {
 		return &ConfigError{Field: "RetentionTime", Reason: "must not be negative (0 keeps everything)"}
+	}
+	if c.RetentionInterval < 0 {
+		return &ConfigError{Field: "RetentionInterval", Reason: "must not be negative (0 means one minute)"}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return &ConfigError{Field: "TLSCertFile", Reason: "TLSCertFile and TLSKeyFile go together"}

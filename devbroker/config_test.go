@@ -2,17 +2,19 @@ package devbroker
 
 import (
 	"testing"
+	"time"
 )
 
 func TestConfigValidateNamesTheField(t *testing.T) {
 	for field, mutate := range map[string]func(*Config){
-		"Listen":         func(c *Config) { c.Listen = "6650" },
-		"AdminListen":    func(c *Config) { c.AdminListen = "localhost" },
-		"DataDir":        func(c *Config) { c.DataDir = "" },
-		"MaxMessageSize": func(c *Config) { c.MaxMessageSize = 10 },
-		"RetentionSize":  func(c *Config) { c.RetentionSize = -1 },
-		"RetentionTime":  func(c *Config) { c.RetentionTime = -1 },
-		"SegmentSize":    func(c *Config) { c.SegmentSize = -1 },
+		"Listen":            func(c *Config) { c.Listen = "6650" },
+		"AdminListen":       func(c *Config) { c.AdminListen = "localhost" },
+		"DataDir":           func(c *Config) { c.DataDir = "" },
+		"MaxMessageSize":    func(c *Config) { c.MaxMessageSize = 10 },
+		"RetentionSize":     func(c *Config) { c.RetentionSize = -1 },
+		"RetentionTime":     func(c *Config) { c.RetentionTime = -1 },
+		"RetentionInterval": func(c *Config) { c.RetentionInterval = -time.Second },
+		"SegmentSize":       func(c *Config) { c.SegmentSize = -1 },
 	} {
 		cfg := DefaultConfig()
 		mutate(&cfg)

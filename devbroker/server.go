@@ -20,8 +20,9 @@ import (
 	"time"
 )
 
-// retentionInterval is how often retention limits are enforced.
-const retentionInterval = time.Minute
+// defaultRetentionInterval is how often retention limits are enforced when
+// Config.RetentionInterval is 0.
+const defaultRetentionInterval = time.Minute
 
 // Server is a running broker. Create it with [New], start serving with
 // [Server.Start], stop it with [Server.Close]; [Run] does all three.
@@ -218,7 +219,11 @@ func (s *Server) acceptLoop() {
 }
 
 func (s *Server) retentionLoop() {
-	t := time.NewTicker(retentionInterval)
+	interval := s.cfg.RetentionInterval
+	if interval == 0 {
+		interval = defaultRetentionInterval
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		s.topics.applyRetention()

@@ -525,6 +525,25 @@ func (l *Log) Stats() Stats {
 	return st
 }
 
+// Ledger describes one segment of a log.
+type Ledger struct {
+	ID      int64 // the segment number, the ledger id of its message ids
+	Entries int64 // records stored in it
+	Bytes   int64 // its file size
+}
+
+// Ledgers returns the segments the log holds, oldest first, the last one
+// taking appends; one consistent snapshot.
+func (l *Log) Ledgers() []Ledger {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([]Ledger, len(l.segs))
+	for i, s := range l.segs {
+		out[i] = Ledger{ID: s.ledger, Entries: int64(len(s.entries)), Bytes: s.size}
+	}
+	return out
+}
+
 // CountBetween returns the records and messages after from up to and
 // including to.
 func (l *Log) CountBetween(from, to Position) (records, messages int64) {
