@@ -112,7 +112,7 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 	from, to := "old", "new"
 	for i := range switches {
 		waitForWrites(b, dsn[from], switchEvery)
-		rep, err := switchover.Run(ctx, td.SwitchConfig(from), switchover.Options{}, servicetest.Logger())
+		rep, err := switchover.Run(ctx, td.SwitchConfig(from), td.SwitchOptions(b), servicetest.Logger())
 		if err != nil {
 			b.Fatalf("pgtandem switch %d from %s to %s: %v", i+1, from, to, err)
 		}

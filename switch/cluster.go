@@ -180,8 +180,9 @@ func (s *session) writeMarker(ctx context.Context, id string) (pglogrepl.LSN, er
 // markerArrival is what the target shows once a marker is applied: the
 // apply's position stored in the same transaction.
 type markerArrival struct {
-	CommitLSN pglogrepl.LSN
-	MessageID string
+	CommitLSN  pglogrepl.LSN
+	CommitTime time.Time
+	MessageID  string
 }
 
 // waitMarker polls until marker id is in the cluster, applied from source,
@@ -189,8 +190,8 @@ type markerArrival struct {
 func (s *session) waitMarker(ctx context.Context, id, source string) (markerArrival, error) {
 	var a markerArrival
 	for {
-		err := s.conn.QueryRow(ctx, `SELECT p.commit_lsn, coalesce(p.message_id, '') FROM pgtandem.switch_marker m
-			LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`, id, source).Scan(&a.CommitLSN, &a.MessageID)
+		err := s.conn.QueryRow(ctx, `SELECT p.commit_lsn, coalesce(p.commit_time, m.written_at), coalesce(p.message_id, '') FROM pgtandem.switch_marker m
+			LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`, id, source).Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
 		if err == nil {
 			return a, nil
 		}

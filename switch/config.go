@@ -51,6 +51,9 @@ type Cluster struct {
 	// Entry is where PgBouncer sends clients when this cluster takes the
 	// writes; zero means the host, port and dbname of DSN.
 	Entry DatabaseEntry
+	// Topic is the cluster's topic, where its capture publishes: the
+	// switch records its cut there (package cursor).
+	Topic string
 }
 
 // PgBouncerConfig lists the PgBouncer instances in front of the clusters.
@@ -100,8 +103,13 @@ type Config struct {
 	// MaxTransactionAge refuses a switch while a transaction on From is
 	// older: it would hold the fence.
 	MaxTransactionAge time.Duration
-	// ProbeTimeout bounds each preflight marker round trip.
+	// ProbeTimeout bounds each preflight marker round trip, and the wait
+	// for the cut row in To's topic after the RESUME.
 	ProbeTimeout time.Duration
+	// PrepareSubscriptions runs `pgtandem cursor prepare` once the cut is
+	// recorded: every durable subscription of From's topic gets one of the
+	// same name on To's topic, at the cut (Options.Admin needed).
+	PrepareSubscriptions bool
 }
 
 // DefaultConfig returns the defaults of every duration and strategy.
@@ -191,6 +199,9 @@ func (c *Config) Validate() error {
 		bad("pause-timeout", "%s must be shorter than the deadline %s", c.PauseTimeout, c.Deadline)
 	}
 	for _, side := range []*Cluster{&c.From, &c.To} {
+		if side.Topic == "" {
+			bad("clusters."+side.Name+".topic", "empty: the switch records its cut in each cluster's topic")
+		}
 		if side.DSN == "" {
 			bad("clusters."+side.Name+".dsn", "empty")
 			continue

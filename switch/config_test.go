@@ -23,8 +23,8 @@ func clearPGEnv(t *testing.T) {
 // case of TestValidateRefuses breaks one thing in it.
 func validConfig() switchover.Config {
 	c := switchover.DefaultConfig()
-	c.From = switchover.Cluster{Name: "old", DSN: "postgres://app@10.0.0.7:5432/app"}
-	c.To = switchover.Cluster{Name: "new", DSN: "host=10.0.0.8 port=5433 dbname=app user=app"}
+	c.From = switchover.Cluster{Name: "old", DSN: "postgres://app@10.0.0.7:5432/app", Topic: "app-pg15"}
+	c.To = switchover.Cluster{Name: "new", DSN: "host=10.0.0.8 port=5433 dbname=app user=app", Topic: "app-pg17"}
 	c.PgBouncer = switchover.PgBouncerConfig{
 		Admin:         []string{"postgres://pgbouncer@10.0.0.9:6432/pgbouncer"},
 		Database:      "app",

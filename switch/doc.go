@@ -33,13 +33,20 @@
 //     everything the source committed.
 //   - [StepSequences]: last_value and is_called of every sequence read on
 //     the fenced source and set exactly on the target, one statement each.
-//   - [StepUnfence]: the target's own fence, left by an earlier switch away
-//     from it, lifted.
+//   - [StepUnfence]: the cut row (package cursor) written on the target,
+//     before anything else can write there; then the target's own fence,
+//     left by an earlier switch away from it, lifted.
 //   - [StepRedirect]: PgBouncer pointed at the target ([RedirectPgBouncer]),
 //     or the operator's command ([RedirectHook]), or nothing
 //     ([RedirectNone]).
 //   - [StepResume]: RESUME, the queued transactions run on the target. The
 //     write pause ends; this is the point of no return.
+//   - [StepCursor]: the cut row's frame found in the target's topic
+//     ([Options].Pulsar); with [Config].PrepareSubscriptions, each
+//     downstream subscription of the source's topic created on the
+//     target's at the cut; then the hop row written on the source, which
+//     moves the source topic's consumers. A failure leaves the switch
+//     running ([*CutNotRecordedError]) for [Resume].
 //
 // [DryRun] runs the preflight and the other read paths and probes that
 // fence nothing, and estimates the pause. The [Report] gives every step's

@@ -116,3 +116,19 @@ func (e *NotResumedError) Error() string {
 }
 
 func (e *NotResumedError) Unwrap() error { return e.Cause }
+
+// CutNotRecordedError reports a switch that resumed clients on the target
+// but could not record its cut for downstream consumers (package cursor):
+// they stay at the end of the source's topic until pgtandem switch
+// --resume records it. The switch stays running, which refuses another.
+type CutNotRecordedError struct {
+	SwitchID string
+	To       string
+	Cause    error
+}
+
+func (e *CutNotRecordedError) Error() string {
+	return fmt.Sprintf("switch %s: clients write on %s, but the cut for consumers is not recorded; run pgtandem switch --resume: %v", e.SwitchID, e.To, e.Cause)
+}
+
+func (e *CutNotRecordedError) Unwrap() error { return e.Cause }

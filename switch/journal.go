@@ -19,11 +19,12 @@ const (
 	StepUnfence   = "unfence"   // the target's own fence lifted (after an earlier switch)
 	StepRedirect  = "redirect"  // PgBouncer pointed at the target, or the hook ran
 	StepResume    = "resume"    // RESUME: the point of no return, the pause ends
+	StepCursor    = "cursor"    // the cut found in the target's topic, the hop row written on the source
 	StepUndo      = "undo"      // only when a switch is undone or aborted
 )
 
 // Steps is every step of a switch that completes, in order.
-var Steps = []string{StepFence, StepMarker, StepSequences, StepUnfence, StepRedirect, StepResume}
+var Steps = []string{StepFence, StepMarker, StepSequences, StepUnfence, StepRedirect, StepResume, StepCursor}
 
 // Switch states in pgtandem.switches.
 const (

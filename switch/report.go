@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/pgtandem/pgtandem/cursor"
 )
 
 // Outcomes of a switch, as Report.Outcome.
@@ -18,6 +20,9 @@ const (
 	// error (pgtandem switch --abort or --resume).
 	OutcomeUndoFailed = "undo-failed"
 	OutcomeNotResumed = "not-resumed"
+	// OutcomeCutNotRecorded: clients are on the target, but the cut is not
+	// recorded for consumers yet (pgtandem switch --resume).
+	OutcomeCutNotRecorded = "cut-not-recorded"
 )
 
 // StepTiming is one step's wall-clock times.
@@ -56,7 +61,12 @@ type Report struct {
 	MarkerLSN        string `json:"marker_lsn,omitempty"`
 	MarkerMessageID  string `json:"marker_message_id,omitempty"`
 	ReverseMessageID string `json:"reverse_message_id,omitempty"`
-	Sequences        int    `json:"sequences"`
+	// Cut is the switch's hop row (package cursor): the marker's frame in
+	// the source's topic and the cut frame in the target's.
+	Cut *cursor.Mark `json:"cut,omitempty"`
+	// Prepared lists the subscriptions switch.cursor-prepare handled.
+	Prepared  []cursor.Prepared `json:"prepared,omitempty"`
+	Sequences int               `json:"sequences"`
 	// Terminated counts sessions the database fence terminated.
 	Terminated int `json:"terminated"`
 	// Probes are the preflight's and dry run's measurements: the marker
@@ -109,6 +119,17 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		if r.MarkerLSN != "" {
 			fmt.Fprintf(&b, "  marker           lsn %s, message %s; reverse cut at message %s\n", r.MarkerLSN, r.MarkerMessageID, r.ReverseMessageID)
+		}
+		if r.Cut != nil {
+			fmt.Fprintf(&b, "  consumers        hop from %s after message %s to %s after message %s (lsn %s)\n",
+				r.Cut.FromTopic, r.Cut.FromMessageID, r.Cut.ToTopic, r.Cut.ToMessageID, r.Cut.ToCommitLSN)
+		}
+		for _, p := range r.Prepared {
+			what := "created at the cut"
+			if !p.Created {
+				what = "was there already"
+			}
+			fmt.Fprintf(&b, "  subscription     %s on %s: %s\n", p.Subscription, r.Cut.ToTopic, what)
 		}
 	}
 	if r.RedirectTo != "" {

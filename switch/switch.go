@@ -14,6 +14,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/apache/pulsar-client-go/pulsaradmin"
+
+	"github.com/pgtandem/pgtandem/cursor"
+	"github.com/pgtandem/pgtandem/event"
 )
 
 // Options are the parts of a switch that are not configuration.
@@ -24,6 +30,10 @@ type Options struct {
 	// AfterStep is called once a step's end is journaled, for fault
 	// injection in tests (pgtandem's kill -9 suite kills the process there).
 	AfterStep func(step string)
+	// Pulsar reads To's topic for the cut frame after the RESUME; required.
+	Pulsar pulsar.Client
+	// Admin creates subscriptions with Config.PrepareSubscriptions.
+	Admin pulsaradmin.Client
 }
 
 // switcher is one run of Run, Resume, Abort or DryRun.
@@ -42,11 +52,19 @@ type switcher struct {
 	// resuming is set for --resume and --abort: the journal, not the
 	// preflight, says what state things are in.
 	resuming bool
+	// arrival is where the marker step found the marker applied.
+	arrival markerArrival
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if opts.Pulsar == nil {
+		return nil, &ConfigError{Key: "pulsar", Reason: "the switch needs a Pulsar client (Options.Pulsar) to record its cut in " + cfg.To.Topic}
+	}
+	if cfg.PrepareSubscriptions && opts.Admin == nil {
+		return nil, &ConfigError{Key: "cursor-prepare", Reason: "needs the Pulsar admin API (pulsar.admin-url)"}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -174,7 +192,7 @@ func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 				s.log.Warn("RELOAD after the resume failed; server_login_retry may stay 0 until the next one", "err", err)
 			}
 		}
-		return s.rep, s.end(ctx, StateDone)
+		return s.rep, s.finishCursor(ctx)
 	}
 	if err := s.prepareSequences(ctx); err != nil {
 		return s.rep, err
@@ -381,6 +399,19 @@ func (s *switcher) steps(ctx context.Context) error {
 		s.rep.Outcome = OutcomeNotResumed
 		return &NotResumedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
 	}
+	return s.finishCursor(ctx)
+}
+
+// finishCursor records the cut after the RESUME and ends the switch done;
+// when the cut cannot be recorded the switch stays running for --resume.
+func (s *switcher) finishCursor(ctx context.Context) error {
+	cutCtx, cancel := context.WithTimeoutCause(ctx, s.cfg.ProbeTimeout,
+		fmt.Errorf("the cut row did not reach %s within switch.probe-timeout %s (is pg2broker --from %s running?)", s.cfg.To.Topic, s.cfg.ProbeTimeout, s.cfg.To.Name))
+	defer cancel()
+	if err := s.runStep(cutCtx, StepCursor, s.recordCut); err != nil {
+		s.rep.Outcome = OutcomeCutNotRecorded
+		return &CutNotRecordedError{SwitchID: s.rec.ID, To: s.cfg.To.Name, Cause: err}
+	}
 	return s.end(ctx, StateDone)
 }
 
@@ -495,6 +526,7 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 		return "", err
 	}
 	s.rep.MarkerLSN, s.rep.MarkerMessageID = lsn.String(), arrival.MessageID
+	s.arrival = arrival
 	return fmt.Sprintf("applied at source lsn %s, message %s", arrival.CommitLSN, arrival.MessageID), nil
 }
 
@@ -523,7 +555,15 @@ func (s *switcher) sequences(ctx context.Context) (string, error) {
 // unfenceTarget lifts the target's own fence, set by an earlier switch
 // that moved clients away from it.
 func (s *switcher) unfenceTarget(ctx context.Context) (string, error) {
-	var details []string
+	// The cut row commits on the target before anything can write there:
+	// its frame in the target's topic comes before every client's.
+	cut := &cursor.Mark{SwitchID: s.rec.ID, Kind: cursor.Cut, From: s.cfg.From.Name, To: s.cfg.To.Name,
+		FromTopic: s.cfg.From.Topic, ToTopic: s.cfg.To.Topic, FromMessageID: s.arrival.MessageID,
+		FromCommitLSN: event.LSN(s.arrival.CommitLSN), FromCommitTime: s.arrival.CommitTime, ToAfterMessageID: s.rep.ReverseMessageID}
+	if err := cut.Write(ctx, s.to.conn); err != nil {
+		return "", fmt.Errorf("cluster %s: %w", s.to.name, err)
+	}
+	details := []string{"cut row written"}
 	if s.cfg.has(FenceDatabase) {
 		fenced, err := s.to.fenced(ctx)
 		if err != nil {
@@ -696,4 +736,36 @@ func newID() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
+
+// recordCut finds the cut row's frame in the target's topic and writes the
+// hop row on the source, which sends the source topic's consumers there;
+// with PrepareSubscriptions it first gives each of them a subscription at
+// the cut, so that none can hop before it exists.
+func (s *switcher) recordCut(ctx context.Context) (string, error) {
+	cut, err := cursor.ReadMark(ctx, s.to.conn, s.rec.ID, cursor.Cut)
+	if err != nil {
+		return "", fmt.Errorf("cluster %s: %w", s.to.name, err)
+	}
+	if cut == nil {
+		return "", fmt.Errorf("cluster %s has no cut row of switch %s in pgtandem.cursor", s.to.name, s.rec.ID)
+	}
+	hop, err := cursor.FindCut(ctx, s.opts.Pulsar, cut)
+	if err != nil {
+		return "", err
+	}
+	detail := fmt.Sprintf("cut at message %s of %s (lsn %s), after message %s of %s", hop.ToMessageID, hop.ToTopic, hop.ToCommitLSN, hop.FromMessageID, hop.FromTopic)
+	if s.cfg.PrepareSubscriptions {
+		prepared, err := cursor.Prepare(ctx, s.opts.Admin, s.opts.Pulsar, hop)
+		s.rep.Prepared = prepared
+		if err != nil {
+			return "", err
+		}
+		detail += fmt.Sprintf(", %d subscriptions prepared", len(prepared))
+	}
+	if err := hop.Write(ctx, s.from.conn); err != nil {
+		return "", fmt.Errorf("cluster %s: %w", s.from.name, err)
+	}
+	s.rep.Cut = hop
+	return detail, nil
 }

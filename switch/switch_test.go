@@ -95,7 +95,7 @@ func TestSwitchAndRollback(t *testing.T) {
 			}
 			return nil
 		})
-		rep, err := switchover.Run(ctx, td.SwitchConfig(from), switchover.Options{}, servicetest.Logger())
+		rep, err := switchover.Run(ctx, td.SwitchConfig(from), td.SwitchOptions(t), servicetest.Logger())
 		if err != nil {
 			t.Fatalf("switch from %s: %v", from, err)
 		}
@@ -131,7 +131,7 @@ func TestSwitchAndRollback(t *testing.T) {
 func TestDryRunChangesNothing(t *testing.T) {
 	td := tandemtest.Start(t, 15, 17)
 	ctx := context.Background()
-	rep, err := switchover.DryRun(ctx, td.SwitchConfig("old"), switchover.Options{}, servicetest.Logger())
+	rep, err := switchover.DryRun(ctx, td.SwitchConfig("old"), td.SwitchOptions(t), servicetest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestHookStrategies(t *testing.T) {
 	cfg.Fence = []string{switchover.FencePgBouncer, switchover.FenceHook}
 	cfg.Redirect = switchover.RedirectHook
 	cfg.Hooks = switchover.Hooks{Fence: record, Unfence: record, Redirect: record}
-	if _, err := switchover.Run(ctx, cfg, switchover.Options{}, servicetest.Logger()); err != nil {
+	if _, err := switchover.Run(ctx, cfg, td.SwitchOptions(t), servicetest.Logger()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(trace)
@@ -194,7 +194,7 @@ func TestHookStrategies(t *testing.T) {
 	cfg.Fence = []string{switchover.FencePgBouncer, switchover.FenceHook}
 	cfg.Redirect = switchover.RedirectNone
 	cfg.Hooks = switchover.Hooks{Fence: record + "; echo firewall says no >&2; exit 7", Unfence: record}
-	_, err = switchover.Run(ctx, cfg, switchover.Options{}, servicetest.Logger())
+	_, err = switchover.Run(ctx, cfg, td.SwitchOptions(t), servicetest.Logger())
 	var undone *switchover.UndoneError
 	var hookErr *switchover.HookError
 	if !errors.As(err, &undone) || undone.Step != switchover.StepFence || !errors.As(err, &hookErr) || !strings.Contains(err.Error(), "firewall says no") {

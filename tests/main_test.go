@@ -10,8 +10,9 @@ import (
 )
 
 // pgtandemBin is the pgtandem binary built once for the whole suite, so the
-// end-to-end tests drive exactly what users run.
-var pgtandemBin string
+// end-to-end tests drive exactly what users run; auditsinkBin the example
+// consumer of examples/auditsink.
+var pgtandemBin, auditsinkBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -25,12 +26,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	pgtandemBin = filepath.Join(dir, "pgtandem")
-	build := exec.Command("go", "build", "-o", pgtandemBin, "../cmd/pgtandem")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build pgtandem:", err)
-		os.Exit(1)
+	pgtandemBin, auditsinkBin = filepath.Join(dir, "pgtandem"), filepath.Join(dir, "auditsink")
+	for bin, pkg := range map[string]string{pgtandemBin: "../cmd/pgtandem", auditsinkBin: "../examples/auditsink"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -88,8 +88,8 @@ func TestSwitchKilledAfterEachStep(t *testing.T) {
 	if code, out := faultVerify(t, config); code != 0 {
 		t.Fatalf("pgtandem verify after the kill -9 cases: exit %d\n%s", code, out)
 	}
-	t.Logf("12 kill -9 cases, %d switches completed, %d client transactions, none failed, took %s",
-		switched, load.committed(), time.Since(began).Round(time.Second))
+	t.Logf("%d kill -9 cases, %d switches completed, %d client transactions, none failed, took %s",
+		2*len(switchover.Steps), switched, load.committed(), time.Since(began).Round(time.Second))
 }
 
 // faultKillSuite is what the kill -9 cases share: the clusters, the CLI's
@@ -121,8 +121,9 @@ func (s *faultKillSuite) run(t *testing.T, from, step, then string) string {
 	id := faultCheckJournal(t, td, step)
 	s.checkBystanders(t)
 
-	paused := step != switchover.StepResume
-	redirected := step == switchover.StepRedirect || step == switchover.StepResume
+	at := func(s string) int { return slices.Index(switchover.Steps, s) }
+	paused := at(step) < at(switchover.StepResume)
+	redirected := at(step) >= at(switchover.StepRedirect)
 	clientsTo := from
 	if redirected {
 		clientsTo = to
@@ -142,7 +143,7 @@ func (s *faultKillSuite) run(t *testing.T, from, step, then string) string {
 	faultCheckBouncer(t, td, clientsTo, paused)
 	// The source is fenced from the fence on; the target takes writes from
 	// its unfence on.
-	toWritable := slices.Index(switchover.Steps, step) >= slices.Index(switchover.Steps, switchover.StepUnfence)
+	toWritable := at(step) >= at(switchover.StepUnfence)
 	faultCheckWritable(t, td, map[string]bool{from: false, to: toWritable})
 	if paused {
 		if n := load.committed(); n != held {
@@ -153,7 +154,7 @@ func (s *faultKillSuite) run(t *testing.T, from, step, then string) string {
 	}
 
 	action := "--" + then
-	if then == "abort" && step == switchover.StepResume {
+	if then == "abort" && !paused {
 		r := faultSwitch(t, td, config, nil, "--from", from, "--to", to, "--abort")
 		if r.code != 2 || !strings.Contains(r.stderr, "point of no return") || !strings.Contains(r.stderr, id) {
 			t.Fatalf("--abort after the RESUME: exit %d, want 2 naming the point of no return and switch %s\n%s", r.code, id, r.stderr)

@@ -292,9 +292,9 @@ func swSeqValue(t *testing.T, seqs map[string]string, name string) int64 {
 
 // swRunSwitch runs pgtandem switch with --json and returns its report,
 // failing the test unless the switch is done.
-func swRunSwitch(t *testing.T, config, from, to string) switchover.Report {
+func swRunSwitch(t *testing.T, config, from, to string, args ...string) switchover.Report {
 	t.Helper()
-	cmd := exec.Command(pgtandemBin, "switch", "--config", config, "--from", from, "--to", to, "--json")
+	cmd := exec.Command(pgtandemBin, append([]string{"switch", "--config", config, "--from", from, "--to", to, "--json"}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -109,6 +109,7 @@ See docs/configuration.md.`,
 		newApplyCmd(a),
 		newSwitchCmd(a),
 		newTopicCmd(a),
+		newCursorCmd(a),
 		newDemoCmd(a),
 	)
 	return root

@@ -21,6 +21,7 @@ const (
 	exitSwitchRefused = 2 // preflight refused or bad input: nothing changed
 	exitSwitchUndone  = 3 // failed or past the deadline, undone: clients on the source
 	exitSwitchStuck   = 4 // the undo failed too, or clients are not all resumed: act now
+	exitSwitchNoCut   = 5 // clients on --to, the cut for consumers not recorded yet: --resume
 )
 
 // killAfterEnv names a step after which pgtandem switch kills itself with
@@ -46,8 +47,12 @@ RESUME, or on any failure before it, the switch undoes itself: clients continue 
 is lost. A switch whose process died is finished with --resume or undone with --abort (only before
 the RESUME, the point of no return). Roll back with the same command, --from and --to swapped.
 
+After the RESUME the switch finds its cut in --to's topic and records it for downstream consumers
+(pgtandem.cursor; with switch.cursor-prepare, pgtandem cursor prepare too). See docs/consumers.md.
+
 Exit status: 0 done, 2 refused (nothing changed), 3 undone (clients on --from), 4 clients may still
-be paused or only partly resumed: run --resume or --abort as the message says; 1 other errors. See docs/runbook.md.`,
+be paused or only partly resumed: run --resume or --abort as the message says; 5 clients write on
+--to but the cut is not recorded for consumers yet: run --resume; 1 other errors. See docs/runbook.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := d.check(a, true); err != nil {
@@ -62,11 +67,16 @@ be paused or only partly resumed: run --resume or --abort as the message says; 1
 			if modes > 1 {
 				return &exitError{exitSwitchRefused, errors.New("--dry-run, --resume and --abort exclude each other")}
 			}
-			cfg, err := switchConfig(a.cfg, d.from, d.to)
+			cfg, err := switchConfig(a.cfg, d.from, d.to, func(cl config.Cluster) (string, error) { return clusterTopic(cmd.Context(), a.cfg, cl) })
 			if err != nil {
 				return &exitError{exitSwitchRefused, err}
 			}
-			opts := switchover.Options{AfterStep: killAfter(os.Getenv(killAfterEnv))}
+			clients, err := newPulsarClients(a, cfg.PrepareSubscriptions)
+			if err != nil {
+				return &exitError{exitSwitchRefused, err}
+			}
+			defer clients.close()
+			opts := switchover.Options{AfterStep: killAfter(os.Getenv(killAfterEnv)), Pulsar: clients.client, Admin: clients.admin}
 			if runVerify {
 				opts.Verify = func(ctx context.Context) error { return verifyClusters(ctx, cfg) }
 			}
@@ -103,7 +113,9 @@ be paused or only partly resumed: run --resume or --abort as the message says; 1
 }
 
 // switchConfig builds the switch's typed configuration from the loaded one.
-func switchConfig(c config.Config, from, to string) (switchover.Config, error) {
+// topicOf names a cluster's topic: clusterTopic, which may ask the cluster
+// its major version; tests give their own.
+func switchConfig(c config.Config, from, to string, topicOf func(config.Cluster) (string, error)) (switchover.Config, error) {
 	cfg := switchover.DefaultConfig()
 	sw := c.Switch
 	cfg.Fence, cfg.Redirect = sw.Fence, sw.Redirect
@@ -111,6 +123,7 @@ func switchConfig(c config.Config, from, to string) (switchover.Config, error) {
 	cfg.Hooks = switchover.Hooks{Fence: sw.Hooks.Fence, Unfence: sw.Hooks.Unfence, Redirect: sw.Hooks.Redirect}
 	cfg.Deadline, cfg.PauseTimeout, cfg.MaxLag, cfg.MaxTransactionAge, cfg.ProbeTimeout =
 		sw.Deadline, sw.PauseTimeout, sw.MaxLag, sw.MaxTransactionAge, sw.ProbeTimeout
+	cfg.PrepareSubscriptions = sw.CursorPrepare
 	for _, side := range []struct {
 		name string
 		dst  *switchover.Cluster
@@ -119,7 +132,7 @@ func switchConfig(c config.Config, from, to string) (switchover.Config, error) {
 		if err != nil {
 			return cfg, err
 		}
-		*side.dst = switchover.Cluster{Name: side.name, DSN: cl.DSN.ConnString()}
+		*side.dst = switchover.Cluster{Name: side.name, DSN: cl.DSN.ConnString(), Topic: cl.Topic}
 		if cl.PgBouncerEntry != "" {
 			entry, err := switchover.EntryFromDSN(cl.PgBouncerEntry)
 			if err != nil {
@@ -127,6 +140,27 @@ func switchConfig(c config.Config, from, to string) (switchover.Config, error) {
 			}
 			side.dst.Entry = entry
 		}
+	}
+	// Bad input is refused before any cluster is asked for its topic.
+	check := cfg
+	for _, side := range []*switchover.Cluster{&check.From, &check.To} {
+		if side.Topic == "" {
+			side.Topic = "unresolved"
+		}
+	}
+	if err := check.Validate(); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	for _, side := range []*switchover.Cluster{&cfg.From, &cfg.To} {
+		if side.Topic != "" {
+			continue
+		}
+		cl, _ := c.Cluster(side.Name)
+		topic, err := topicOf(cl)
+		if err != nil {
+			return cfg, fmt.Errorf("cluster %s: %w", side.Name, err)
+		}
+		side.Topic = topic
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
@@ -176,8 +210,11 @@ func switchExit(err error) error {
 		undone    *switchover.UndoneError
 		undoFail  *switchover.UndoFailedError
 		notRes    *switchover.NotResumedError
+		noCut     *switchover.CutNotRecordedError
 	)
 	switch {
+	case errors.As(err, &noCut):
+		return &exitError{exitSwitchNoCut, err}
 	case errors.As(err, &undoFail), errors.As(err, &notRes):
 		return &exitError{exitSwitchStuck, err}
 	case errors.As(err, &undone):

@@ -36,7 +36,12 @@ func loadSwitch(t *testing.T, yaml string, env []string, set ...string) (switcho
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	return switchConfig(cfg, "old", "new")
+	return switchConfig(cfg, "old", "new", testTopic)
+}
+
+// testTopic names a cluster's topic without asking its server.
+func testTopic(cl config.Cluster) (string, error) {
+	return "persistent://public/default/t-" + cl.DSN.ConnString(), nil
 }
 
 func TestSwitchConfigFence(t *testing.T) {
@@ -159,7 +164,7 @@ func TestSwitchConfigUnknownCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = switchConfig(cfg, "old", "newer")
+	_, err = switchConfig(cfg, "old", "newer", testTopic)
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Key != "clusters.newer.dsn" || !strings.Contains(err.Error(), "configured: new, old") {
 		t.Fatalf("want an error on clusters.newer.dsn listing the clusters, got %v", err)
@@ -175,7 +180,7 @@ func TestSwitchConfigBadEntry(t *testing.T) {
 		"old": {DSN: "postgres://app@10.0.0.7/app", PgBouncerEntry: "host=10.0.1.7 port=fifty"},
 		"new": {DSN: "postgres://app@10.0.0.8/app"},
 	}
-	_, err := switchConfig(cfg, "old", "new")
+	_, err := switchConfig(cfg, "old", "new", testTopic)
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Key != "clusters.old.pgbouncer-entry" {
 		t.Fatalf("want an error on clusters.old.pgbouncer-entry, got %v", err)

@@ -133,6 +133,36 @@ CREATE TABLE IF NOT EXISTS pgtandem.switch_marker (
 	written_on text NOT NULL,
 	written_at timestamptz NOT NULL DEFAULT now()
 );`,
+	// 4: the cursor rows that mark a switch's cut in both topics.
+	`
+-- cursor travels like any table, so each row is in-band in the topic of the
+-- cluster it is written on and, once the other direction applied it, on
+-- both clusters. At each switch two rows (see package cursor): 'cut',
+-- written on the target inside the write pause before it takes writes, so
+-- its frame is the cut in the target's topic; 'hop', written on the source
+-- once the cut frame's message id is known, so that a consumer of the
+-- source's topic learns where to continue. from_message_id is the message
+-- of the switch's marker in the source's topic (the last frame there before
+-- the cut); to_message_id the cut frame in the target's; to_after_message_id
+-- a message of the target's topic the cut frame comes after, where a search
+-- for it may start ('' = the earliest).
+CREATE TABLE IF NOT EXISTS pgtandem.cursor (
+	switch_id           text NOT NULL,
+	kind                text NOT NULL CHECK (kind IN ('cut', 'hop')),
+	from_cluster        text NOT NULL,
+	to_cluster          text NOT NULL,
+	from_topic          text NOT NULL,
+	from_message_id     text NOT NULL,
+	from_commit_lsn     pg_lsn NOT NULL,
+	from_commit_time    timestamptz NOT NULL,
+	to_topic            text NOT NULL,
+	to_after_message_id text NOT NULL,
+	to_message_id       text,
+	to_commit_lsn       pg_lsn,
+	to_commit_time      timestamptz,
+	written_at          timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (switch_id, kind)
+);`,
 }
 
 // SchemaVersion is the version of the pgtandem schema this build writes.

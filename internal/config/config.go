@@ -84,8 +84,11 @@ type Switch struct {
 	// MaxTransactionAge refuses a switch while an older transaction runs
 	// on the source.
 	MaxTransactionAge time.Duration `mapstructure:"max-transaction-age"`
-	// ProbeTimeout bounds each preflight marker round trip.
+	// ProbeTimeout bounds each preflight marker round trip and the wait
+	// for the cut row after the RESUME.
 	ProbeTimeout time.Duration `mapstructure:"probe-timeout"`
+	// CursorPrepare runs pgtandem cursor prepare at each switch.
+	CursorPrepare bool `mapstructure:"cursor-prepare"`
 }
 
 // SwitchPgBouncer lists the PgBouncer instances clients go through.
@@ -210,6 +213,7 @@ func Default() Config {
 			MaxLag:            sw.MaxLag,
 			MaxTransactionAge: sw.MaxTransactionAge,
 			ProbeTimeout:      sw.ProbeTimeout,
+			CursorPrepare:     sw.PrepareSubscriptions,
 		},
 	}
 }

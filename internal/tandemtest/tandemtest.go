@@ -20,6 +20,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/pgbouncertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	"github.com/pgtandem/pgtandem/internal/servicetest"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
@@ -75,6 +76,8 @@ type Tandem struct {
 type Options struct {
 	// BouncerSettings are extra [pgbouncer] settings.
 	BouncerSettings map[string]string
+	// Broker are options of the broker (retention, segment size).
+	Broker []brokertest.Option
 }
 
 // Start starts everything for a switch from major old to major new and
@@ -85,7 +88,7 @@ func Start(t testing.TB, oldMajor, newMajor int, opts ...Options) *Tandem {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	td := &Tandem{Old: pgtest.Start(t, oldMajor), New: pgtest.Start(t, newMajor), Broker: brokertest.Start(t)}
+	td := &Tandem{Old: pgtest.Start(t, oldMajor), New: pgtest.Start(t, newMajor), Broker: brokertest.Start(t, o.Broker...)}
 	for _, srv := range []*pglocal.Server{td.Old, td.New} {
 		conn := pgtest.Connect(t, srv, Database)
 		if _, err := conn.Exec(context.Background(), Schema); err != nil {
@@ -111,8 +114,8 @@ func Start(t testing.TB, oldMajor, newMajor int, opts ...Options) *Tandem {
 // ("old" or "new") to the other, fenced by PgBouncer and the database.
 func (td *Tandem) SwitchConfig(from string) switchover.Config {
 	cfg := switchover.DefaultConfig()
-	old := switchover.Cluster{Name: "old", DSN: td.Old.DSN(Database)}
-	nw := switchover.Cluster{Name: "new", DSN: td.New.DSN(Database)}
+	old := switchover.Cluster{Name: "old", DSN: td.Old.DSN(Database), Topic: td.OldTopic}
+	nw := switchover.Cluster{Name: "new", DSN: td.New.DSN(Database), Topic: td.NewTopic}
 	cfg.From, cfg.To = old, nw
 	if from == "new" {
 		cfg.From, cfg.To = nw, old
@@ -121,6 +124,18 @@ func (td *Tandem) SwitchConfig(from string) switchover.Config {
 	cfg.PgBouncer = switchover.PgBouncerConfig{Admin: []string{td.Bouncer.AdminDSN()}, Database: Database, DatabasesFile: td.Bouncer.DatabasesFile()}
 	cfg.MaxLag = 5 * time.Second // two slow CI cores under load
 	return cfg
+}
+
+// SwitchOptions are the options of an in-process switch: a Pulsar client
+// of the tandem's broker, closed when the test ends.
+func (td *Tandem) SwitchOptions(t testing.TB) switchover.Options {
+	t.Helper()
+	client, err := pulsarclient.New(pulsarclient.Options{URL: td.Broker.URL(), Log: servicetest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	return switchover.Options{Pulsar: client}
 }
 
 // ConfigFile writes a pgtandem YAML configuration for the CLI into dir and
