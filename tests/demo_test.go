@@ -40,6 +40,8 @@ func TestDemo(t *testing.T) {
 		regexp.MustCompile(`(?m)^ +resume +\+\d+ ms `),
 		regexp.MustCompile(`(?m)^  clients +[1-9]\d* transactions through PgBouncer .*, 0 failed in the whole rehearsal$`),
 		regexp.MustCompile(`(?m)^  final verify +equal: `),
+		// The downstream consumer followed the writes old -> new -> old.
+		regexp.MustCompile(`(?m)^  downstream +a consumer of the topics \(package cursor\): [1-9]\d* load transactions read from old -> new -> old, hops old -> new at message \S+, new -> old at message \S+; 0 duplicated, 0 out of order, 0 of the switch phase missing$`),
 	} {
 		if !want.Match(out) {
 			t.Errorf("summary does not match %s", want)

@@ -102,6 +102,9 @@ type Summary struct {
 	// over the whole rehearsal (clients only wait during a switch: 0).
 	SwitchLoadTransactions int64
 	FailedTransactions     int64
+	// Downstream is what the downstream consumer (package cursor) read
+	// across the switch and the rollback.
+	Downstream DownstreamResult
 	// Samples and the phase boundaries (since the load started) feed the
 	// charts.
 	Samples                  []Sample
@@ -260,5 +263,16 @@ func rehearse(ctx context.Context, opts Options, env *environment, sum *Summary,
 	if sum.FailedTransactions > 0 {
 		return &FailedTransactionsError{Failed: sum.FailedTransactions}
 	}
+	if d := sum.Downstream; len(sum.Switches) > 0 && (d.Duplicates+d.OutOfOrder+d.Missing > 0 || len(d.Hops) != len(sum.Switches)) {
+		return &DownstreamError{Result: d}
+	}
 	return nil
+}
+
+// DownstreamError reports a downstream consumer that did not read the
+// stream exactly once across the switches.
+type DownstreamError struct{ Result DownstreamResult }
+
+func (e *DownstreamError) Error() string {
+	return "the downstream consumer did not read every change once in order across the switches: " + e.Result.String()
 }

@@ -47,6 +47,7 @@ type environment struct {
 	// topic is old's, reverseTopic new's.
 	topic, reverseTopic string
 	pipe                *pipeline
+	downstream          *downstream
 }
 
 // resetDir deletes what a previous run left in dir, stopping servers a
@@ -190,6 +191,12 @@ func (env *environment) startPipeline(ctx context.Context, log *slog.Logger) (*p
 	if err := p.startApply(env.applyConfig(oldCluster, newCluster, env.old, env.new, env.topic)); err != nil {
 		return nil, errors.Join(err, p.stop())
 	}
+	d, err := startDownstream(gctx, env, log.With("component", "downstream"))
+	if err != nil {
+		return nil, errors.Join(err, p.stop())
+	}
+	env.downstream = d
+	p.g.Go(func() error { return d.run(p.ctx) })
 	return p, nil
 }
 

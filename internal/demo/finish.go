@@ -76,6 +76,7 @@ func (s *Summary) summaryRows() []summaryRow {
 	if len(s.Switches) > 0 {
 		rows = append(rows,
 			summaryRow{Name: "clients", Value: fmt.Sprintf("%d transactions through PgBouncer from the load's restart to its stop, %d failed in the whole rehearsal", s.SwitchLoadTransactions, s.FailedTransactions)},
+			summaryRow{Name: "downstream", Value: "a consumer of the topics (package cursor): " + s.Downstream.String()},
 			summaryRow{Name: "final verify", Value: fmt.Sprintf("%s, after the rollback (%s)", s.FinalVerify.verdict(), fmtDuration(s.FinalVerify.Took))})
 	}
 	return append(rows, summaryRow{Name: "total", Value: fmtDuration(s.Took)})

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
+	"github.com/pgtandem/pgtandem/internal/pulsarclient"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
 
@@ -70,6 +72,12 @@ func switchUnderLoad(ctx context.Context, opts Options, env *environment, load *
 		return err
 	}
 	mon.step("reverse flow armed: pg2broker --from new (slot created), broker2pg --from new --to old; idle until the switch")
+	// The load is paused: the switch phase's transactions are the ones
+	// after this, which the downstream consumer must all read.
+	lastBefore, err := lastLoadTxn(ctx, env)
+	if err != nil {
+		return err
+	}
 	before, _ := load.committed()
 	if err := load.start(ctx); err != nil {
 		return err
@@ -99,13 +107,70 @@ func switchUnderLoad(ctx context.Context, opts Options, env *environment, load *
 		longest = append(longest, fmt.Sprintf("%s around the %s", fmtMs(res.LongestLatency), res.title()))
 	}
 	mon.step("load stopped: %d client transactions since it resumed, %d failed; longest %s", sum.SwitchLoadTransactions, sum.FailedTransactions, strings.Join(longest, ", "))
-	return waitMarker(ctx, opts, env, mon, sum, 2)
+	if err := waitMarker(ctx, opts, env, mon, sum, 2); err != nil {
+		return err
+	}
+	return checkDownstream(ctx, env, mon, sum, lastBefore)
 }
+
+// lastLoadTxn is the highest load transaction number old holds.
+func lastLoadTxn(ctx context.Context, env *environment) (int64, error) {
+	conn, err := pgx.Connect(ctx, env.old.DSN(appDatabase))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var last int64
+	err = conn.QueryRow(ctx, `SELECT coalesce(max(txn), 0) FROM load_ticks`).Scan(&last)
+	return last, err
+}
+
+// checkDownstream waits until the downstream consumer has read every load
+// transaction of the switch phase (those after lastBefore, on old now),
+// or downstreamTimeout, and records what it saw.
+func checkDownstream(ctx context.Context, env *environment, mon *monitor, sum *Summary, lastBefore int64) error {
+	conn, err := pgx.Connect(ctx, env.old.DSN(appDatabase))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT txn FROM load_ticks WHERE txn > $1`, lastBefore)
+	if err != nil {
+		return err
+	}
+	txns, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, downstreamTimeout)
+	defer cancel()
+	_ = poll(waitCtx, 50*time.Millisecond, func() (bool, error) { return env.downstream.missing(txns) == 0, nil })
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	sum.Downstream = env.downstream.result()
+	sum.Downstream.Missing = env.downstream.missing(txns)
+	mon.step("downstream consumer: %s", sum.Downstream)
+	return nil
+}
+
+// downstreamTimeout bounds the wait for the downstream consumer to read
+// the last transactions.
+const downstreamTimeout = time.Minute
 
 // runSwitch runs pgtandem switch from one cluster to the other, in-process,
 // and points the monitor at where the load writes now.
 func runSwitch(ctx context.Context, env *environment, from, to string, mon *monitor, sum *Summary, log *slog.Logger) error {
-	rep, err := switchover.Run(ctx, env.switchConfig(from, to), switchover.Options{}, log.With("component", "switch"))
+	client, err := pulsarclient.New(pulsarclient.Options{URL: env.brokerURL, Log: log})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	admin, err := pulsarclient.NewAdmin(env.adminURL, "", pulsarclient.TLS{})
+	if err != nil {
+		return err
+	}
+	rep, err := switchover.Run(ctx, env.switchConfig(from, to), switchover.Options{Pulsar: client, Admin: admin}, log.With("component", "switch"))
 	if rep != nil {
 		// Its steps are logged as they end.
 		log.Info("switch ended", "switch", rep.SwitchID, "from", from, "to", to, "outcome", rep.Outcome, "pause", rep.Pause, "err", err)
@@ -148,11 +213,12 @@ func (r *SwitchResult) measureClients(load *writeLoad) {
 // redirected.
 func (env *environment) switchConfig(from, to string) switchover.Config {
 	cfg := switchover.DefaultConfig()
-	cfg.From = switchover.Cluster{Name: from, DSN: env.server(from).DSN(appDatabase)}
-	cfg.To = switchover.Cluster{Name: to, DSN: env.server(to).DSN(appDatabase)}
+	cfg.From = switchover.Cluster{Name: from, DSN: env.server(from).DSN(appDatabase), Topic: env.topicOf(from)}
+	cfg.To = switchover.Cluster{Name: to, DSN: env.server(to).DSN(appDatabase), Topic: env.topicOf(to)}
 	cfg.Fence = []string{switchover.FencePgBouncer, switchover.FenceDatabase}
 	cfg.PgBouncer = switchover.PgBouncerConfig{Admin: []string{env.bouncer.AdminDSN()}, Database: appDatabase, DatabasesFile: env.bouncer.DatabasesFile()}
 	cfg.MaxLag = demoMaxLag
+	cfg.PrepareSubscriptions = true // the downstream consumer's, on the target's topic
 	return cfg
 }
 
@@ -160,6 +226,13 @@ func (env *environment) switchConfig(from, to string) switchover.Config {
 // both servers, the broker, four services and the load, a marker can take
 // more than the default second.
 const demoMaxLag = 5 * time.Second
+
+func (env *environment) topicOf(cluster string) string {
+	if cluster == newCluster {
+		return env.reverseTopic
+	}
+	return env.topic
+}
 
 func (env *environment) server(cluster string) *pglocal.Server {
 	if cluster == newCluster {
