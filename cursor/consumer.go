@@ -47,9 +47,12 @@ type Config struct {
 	// Topics maps each cluster's name, as pgtandem's configuration names
 	// it, to the cluster's topic: every topic the stream may hop to.
 	Topics map[string]string
-	// Subscription is the durable subscription the consumer uses on every
-	// topic; `pgtandem cursor prepare` creates it on the target's topic at
-	// each switch.
+	// Subscription is the durable, exclusive subscription the consumer
+	// uses on every topic; `pgtandem cursor prepare` creates it on the
+	// target's topic at each switch. One consumer reads a stream at a
+	// time: a standby instance needs leader election outside the consumer
+	// (a Failover subscription is per topic, and would let the standby
+	// read the topic the active one has left).
 	Subscription string
 	// Start is where the consumer starts: the Position of the last batch
 	// the application processed, stored with its effects. For a first
@@ -57,9 +60,6 @@ type Config struct {
 	// on that cluster's topic, the topic's first message when the
 	// subscription is new.
 	Start Position
-	// SubscriptionType is pulsar.Exclusive (the default) or
-	// pulsar.Failover, for a standby instance of the consumer.
-	SubscriptionType pulsar.SubscriptionType
 	// IncludeOwn delivers the changes of pgtandem's own tables too (switch
 	// markers, cursor rows); by default they are passed over.
 	IncludeOwn bool
@@ -88,8 +88,6 @@ func (c *Config) Validate() error {
 		return &ConfigError{Field: "Subscription", Reason: "missing"}
 	case c.Topics[c.Start.Cluster] == "":
 		return &ConfigError{Field: "Start", Reason: fmt.Sprintf("cluster %q has no topic in Topics", c.Start.Cluster)}
-	case c.SubscriptionType != pulsar.Exclusive && c.SubscriptionType != pulsar.Failover:
-		return &ConfigError{Field: "SubscriptionType", Reason: "Exclusive or Failover: a stream in commit order has one reader at a time"}
 	}
 	if c.Start.MessageID != "" {
 		if _, err := ParseID(c.Start.MessageID); err != nil {
@@ -111,7 +109,9 @@ type Batch struct {
 	// own unless Config.IncludeOwn.
 	Changes []*event.Event
 
-	msgID pulsar.MessageID
+	// ackID is the message received before this one on its topic, nil
+	// for the first message of a new subscription: see Consumer.Ack.
+	ackID pulsar.MessageID
 }
 
 // LostError reports a message a consumer had to find in a topic and that
@@ -121,19 +121,19 @@ type LostError struct {
 	Topic string
 	// Want is the message the consumer looked for (its stored position,
 	// or the cut of a switch), First the first message the topic still
-	// has after it.
+	// has after it (zero when it has none).
 	Want, First ID
 	// Hop is the switch the consumer was hopping through, nil for a start
 	// at a stored position.
 	Hop *Mark
-	// FirstCommitLSN and FirstCommitTime are the first remaining message's
-	// transaction's (zero when it could not be decoded).
+	// FirstHeader is the header of First's frame: its transaction's commit
+	// LSN and time (zero when there is none or it could not be decoded).
 	FirstHeader event.Header
 }
 
 func (e *LostError) Error() string {
 	what := "the stored position " + e.Want.String()
-	since := ""
+	since := " after it"
 	if e.Hop != nil {
 		what = fmt.Sprintf("the cut of switch %s (%s -> %s) at %s", e.Hop.SwitchID, e.Hop.From, e.Hop.To, e.Want)
 		since = fmt.Sprintf(" committed on %s after %s (%s)", e.Hop.To, e.Hop.ToCommitLSN, e.Hop.ToCommitTime.UTC().Format("2006-01-02 15:04:05.000Z"))
@@ -142,9 +142,13 @@ func (e *LostError) Error() string {
 	if e.FirstHeader.LSN != 0 {
 		until = fmt.Sprintf(", before %s (%s)", e.FirstHeader.LSN, e.FirstHeader.CommitTime.UTC().Format("2006-01-02 15:04:05.000Z"))
 	}
-	return fmt.Sprintf("%s is no longer in %s: the first message after it is %s, so the changes%s%s were deleted (retention) before this consumer read them; "+
+	first := "the first message after it is " + e.First.String()
+	if e.First == (ID{}) {
+		first = "the topic holds nothing from it on"
+	}
+	return fmt.Sprintf("%s is no longer in %s: %s, so the changes%s%s were deleted (retention) before this consumer read them; "+
 		"nothing after them was delivered: recover them from the cluster before going on (pgtandem cursor prepare keeps a switch's cut for late consumers)",
-		what, e.Topic, e.First, since, until)
+		what, e.Topic, first, since, until)
 }
 
 // DecodeError reports a message that is not a frame this build reads.
@@ -173,7 +177,8 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // passes over it. Ack moves the durable subscription, which keeps the
 // broker's retention from deleting what is not processed yet and is what
 // `pgtandem cursor status` shows; a consumer that only acks and stores no
-// position is at-least-once, like a plain Pulsar consumer.
+// position is at-least-once, like a plain Pulsar consumer, and after a hop
+// a restart of it replays the new topic from the cut.
 //
 // A Consumer is not safe for concurrent use.
 type Consumer struct {
@@ -185,15 +190,18 @@ type Consumer struct {
 	topic   string
 	cons    pulsar.Consumer
 	// last is the newest message delivered or passed over on this topic:
-	// redeliveries at or before it are dropped.
+	// redeliveries at or before it are dropped. prev is its pulsar id,
+	// what the next batch acknowledges up to.
 	last ID
+	prev pulsar.MessageID
 	// seek is set after a seek: the first message must be it, else
 	// retention deleted it. hop is the switch the seek goes through.
 	seek *ID
 	hop  *Mark
-	// left is the topic the last hop left, still attached so that its hop
-	// frame is acknowledged only once the application acknowledged a batch
-	// of the new topic: until then a restart may go back to it.
+	// left is the topic the last hop left, still attached so that it is
+	// acknowledged up to its hop row (not the row itself: a restart that
+	// comes back to it must read the row again) only once the application
+	// acknowledged a batch of the new topic.
 	left *leftTopic
 	// err is the error that ended the stream: Next returns it again.
 	err error
@@ -202,8 +210,11 @@ type Consumer struct {
 type leftTopic struct {
 	cluster string
 	cons    pulsar.Consumer
-	hopID   pulsar.MessageID
+	ackID   pulsar.MessageID // nil: nothing to acknowledge
 }
+
+// errClosed is what Next returns after Close.
+var errClosed = errors.New("cursor: the consumer is closed")
 
 // New subscribes to the start cluster's topic and, for a stored position,
 // seeks there.
@@ -232,43 +243,46 @@ func (c *Consumer) open(ctx context.Context, cluster string, at *ID) error {
 	cons, err := c.cfg.Client.Subscribe(pulsar.ConsumerOptions{
 		Topic:                       topic,
 		SubscriptionName:            c.cfg.Subscription,
-		Type:                        c.cfg.SubscriptionType,
+		Type:                        pulsar.Exclusive,
 		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest,
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe %s to %s: %w", c.cfg.Subscription, topic, err)
 	}
-	c.cluster, c.topic, c.cons, c.last, c.seek = cluster, topic, cons, ID{}, nil
-	if at == nil {
-		return nil
+	if at != nil {
+		// The seek is inclusive, on Apache Pulsar as on pgtandem's broker:
+		// the message sought is delivered first, which proves it is still
+		// there.
+		if err := cons.Seek(at.Pulsar()); err != nil {
+			cons.Close()
+			return fmt.Errorf("seek %s on %s to %s: %w", c.cfg.Subscription, topic, at, err)
+		}
 	}
-	// The seek is inclusive, on Apache Pulsar as on pgtandem's broker: the
-	// message sought is delivered first, which proves it is still there.
-	if err := cons.Seek(at.Pulsar()); err != nil {
+	if err := ctx.Err(); err != nil {
 		cons.Close()
-		return fmt.Errorf("seek %s on %s to %s: %w", c.cfg.Subscription, topic, at, err)
+		return err
 	}
-	c.seek = at
-	return ctx.Err()
+	c.cluster, c.topic, c.cons, c.last, c.prev, c.seek = cluster, topic, cons, ID{}, nil, at
+	return nil
 }
 
 // Cluster is the cluster whose topic the consumer reads now.
 func (c *Consumer) Cluster() string { return c.cluster }
 
-// Next returns the next batch of the stream, waiting for one. Errors are
-// final for this consumer: *LostError, *DecodeError, *MarkError, a
-// *ConfigError for a hop to a cluster Topics does not name, or the
-// context's.
+// Next returns the next batch of the stream, waiting for one. An error
+// other than the context's is final: Next returns it again and delivers
+// nothing after it. Final errors are a *LostError, *DecodeError,
+// *MarkError, a *ConfigError for a hop to a cluster Topics does not name,
+// or a failure to subscribe at a hop.
 func (c *Consumer) Next(ctx context.Context) (*Batch, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
+	if c.cons == nil {
+		return nil, errClosed
+	}
 	b, err := c.next(ctx)
-	var lost *LostError
-	var decode *DecodeError
-	var mark *MarkError
-	var cfgErr *ConfigError
-	if errors.As(err, &lost) || errors.As(err, &decode) || errors.As(err, &mark) || errors.As(err, &cfgErr) {
+	if err != nil && ctx.Err() == nil {
 		c.err = err
 	}
 	return b, err
@@ -298,11 +312,15 @@ func (c *Consumer) next(ctx context.Context) (*Batch, error) {
 			// which holds only the cut row) are passed over below; a
 			// client may also have dropped them itself.
 			c.seek, c.hop, c.last = nil, nil, want
+			if !id.After(want) {
+				c.prev = msg.ID()
+			}
 		}
 		if !id.After(c.last) {
 			continue
 		}
-		c.last = id
+		ackID := c.prev
+		c.last, c.prev = id, msg.ID()
 		f, err := c.decoder.Decode(msg.Payload())
 		if err != nil {
 			return nil, &DecodeError{Topic: c.topic, ID: id, Err: err}
@@ -326,7 +344,7 @@ func (c *Consumer) next(ctx context.Context) (*Batch, error) {
 			changes = kept
 		}
 		if hop != nil {
-			if err := c.hopTo(ctx, hop, msg.ID()); err != nil {
+			if err := c.hopTo(ctx, hop, ackID); err != nil {
 				return nil, err
 			}
 			continue
@@ -334,13 +352,14 @@ func (c *Consumer) next(ctx context.Context) (*Batch, error) {
 		if len(changes) == 0 {
 			continue
 		}
-		return &Batch{Position: Position{Cluster: c.cluster, MessageID: id.String()}, Topic: c.topic, Header: f.Header, Changes: changes, msgID: msg.ID()}, nil
+		return &Batch{Position: Position{Cluster: c.cluster, MessageID: id.String()}, Topic: c.topic, Header: f.Header, Changes: changes, ackID: ackID}, nil
 	}
 }
 
 // hopTo leaves the current topic at a hop row and continues in the
-// switch's target topic after its cut.
-func (c *Consumer) hopTo(ctx context.Context, hop *Mark, hopID pulsar.MessageID) error {
+// switch's target topic after its cut. ackID is the message before the
+// hop row, what the topic left is acknowledged up to.
+func (c *Consumer) hopTo(ctx context.Context, hop *Mark, ackID pulsar.MessageID) error {
 	if c.cfg.Topics[hop.To] == "" {
 		return &ConfigError{Field: "Topics", Reason: fmt.Sprintf("switch %s moved the writes from %s to %s, and Topics names no topic for %s", hop.SwitchID, hop.From, hop.To, hop.To)}
 	}
@@ -350,14 +369,18 @@ func (c *Consumer) hopTo(ctx context.Context, hop *Mark, hopID pulsar.MessageID)
 	cut, _ := ParseID(hop.ToMessageID) // MarkOf checked it
 	if c.left != nil {
 		// A second hop before the application acknowledged anything of
-		// the topic in between: that topic's hop frame stays unacknowledged.
+		// the topic in between: that topic stays as it was acknowledged.
 		c.left.cons.Close()
+		c.left = nil
 	}
-	c.left = &leftTopic{cluster: c.cluster, cons: c.cons, hopID: hopID}
-	if err := c.open(ctx, hop.To, &cut); err != nil {
-		return err
-	}
+	left := &leftTopic{cluster: c.cluster, cons: c.cons, ackID: ackID}
 	c.hop = hop
+	if err := c.open(ctx, hop.To, &cut); err != nil {
+		left.cons.Close()
+		c.cons = nil
+		return fmt.Errorf("hop at switch %s from %s to %s: %w", hop.SwitchID, hop.From, hop.To, err)
+	}
+	c.left = left
 	c.log.Info("cursor: hop at a switch", "switch", hop.SwitchID, "from", hop.From, "to", hop.To, "topic", c.topic, "cut", cut.String())
 	if c.cfg.OnHop != nil {
 		c.cfg.OnHop(hop)
@@ -365,32 +388,41 @@ func (c *Consumer) hopTo(ctx context.Context, hop *Mark, hopID pulsar.MessageID)
 	return nil
 }
 
-// Ack acknowledges b and everything before it on its topic. The first Ack
-// on a topic entered by a hop also acknowledges the topic left, up to its
-// hop row.
+// Ack acknowledges, on b's topic, every message before b: b itself stays
+// unacknowledged until the next Ack, so that retention keeps it for a
+// restart from b's Position (which the consumer seeks to and must find).
+// Acks are cumulative: acknowledging a batch acknowledges those before it.
+// The first Ack on a topic entered by a hop also acknowledges the topic
+// left, up to (not including) its hop row. Acking a batch of a topic left
+// once that is done is a no-op.
 func (c *Consumer) Ack(b *Batch) error {
-	if c.left != nil && b.Position.Cluster == c.left.cluster {
-		return c.left.cons.AckIDCumulative(b.msgID)
-	}
 	if b.Position.Cluster != c.cluster {
-		return fmt.Errorf("ack of %s: the consumer reads %s now", b.Position, c.cluster)
+		if c.left != nil && b.Position.Cluster == c.left.cluster && b.ackID != nil {
+			return c.left.cons.AckIDCumulative(b.ackID)
+		}
+		return nil
 	}
-	if err := c.cons.AckIDCumulative(b.msgID); err != nil {
-		return fmt.Errorf("ack %s on %s: %w", b.Position, c.topic, err)
+	if b.ackID != nil {
+		if err := c.cons.AckIDCumulative(b.ackID); err != nil {
+			return fmt.Errorf("ack before %s on %s: %w", b.Position, c.topic, err)
+		}
 	}
 	if c.left != nil {
-		err := c.left.cons.AckIDCumulative(c.left.hopID)
+		var err error
+		if c.left.ackID != nil {
+			err = c.left.cons.AckIDCumulative(c.left.ackID)
+		}
 		c.left.cons.Close()
 		c.left = nil
 		if err != nil {
-			return fmt.Errorf("ack the hop row of the topic left: %w", err)
+			return fmt.Errorf("ack the topic left up to its hop row: %w", err)
 		}
 	}
 	return nil
 }
 
 // Close closes the subscriptions (not the client); acknowledgments sent
-// so far are flushed.
+// so far are flushed. Next returns an error after it.
 func (c *Consumer) Close() {
 	if c.left != nil {
 		c.left.cons.Close()

@@ -18,8 +18,8 @@ import (
 type ID struct {
 	Ledger, Entry int64
 	Partition     int32
-	// Batch is the index in its batch, -1 for a message sent alone.
-	Batch int32
+	// BatchIndex is the index in its batch, -1 for a message sent alone.
+	BatchIndex int32
 	// FirstLedger and FirstEntry are the first chunk's of a chunked message,
 	// the same as Ledger and Entry otherwise: a seek goes there.
 	FirstLedger, FirstEntry int64
@@ -47,7 +47,7 @@ func ParseID(s string) (ID, error) {
 	id.FirstLedger, id.FirstEntry = id.Ledger, id.Entry
 	if chunked {
 		f, err := parseOne(first)
-		if err != nil || f.Batch >= 0 || id.Batch >= 0 {
+		if err != nil || f.BatchIndex >= 0 || id.BatchIndex >= 0 {
 			return ID{}, &IDError{Text: s}
 		}
 		id.FirstLedger, id.FirstEntry = f.Ledger, f.Entry
@@ -68,12 +68,12 @@ func parseOne(s string) (ID, error) {
 		}
 		n[i] = v
 	}
-	id := ID{Ledger: n[0], Entry: n[1], Partition: int32(n[2]), Batch: -1}
+	id := ID{Ledger: n[0], Entry: n[1], Partition: int32(n[2]), BatchIndex: -1}
 	if len(parts) == 4 {
 		if n[3] < 0 {
 			return ID{}, strconv.ErrSyntax
 		}
-		id.Batch = int32(n[3])
+		id.BatchIndex = int32(n[3])
 	}
 	return id, nil
 }
@@ -84,17 +84,17 @@ func IDOf(id pulsar.MessageID) ID {
 	if err != nil { // a type of id this package does not know: its last chunk's place
 		parsed = ID{Ledger: id.LedgerID(), Entry: id.EntryID(), Partition: id.PartitionIdx(), FirstLedger: id.LedgerID(), FirstEntry: id.EntryID()}
 	}
-	parsed.Batch = -1
+	parsed.BatchIndex = -1
 	if id.BatchSize() > 1 || id.BatchIdx() > 0 {
-		parsed.Batch = id.BatchIdx()
+		parsed.BatchIndex = id.BatchIdx()
 	}
 	return parsed
 }
 
 func (id ID) String() string {
 	last := fmt.Sprintf("%d:%d:%d", id.Ledger, id.Entry, id.Partition)
-	if id.Batch >= 0 {
-		last += ":" + strconv.Itoa(int(id.Batch))
+	if id.BatchIndex >= 0 {
+		last += ":" + strconv.Itoa(int(id.BatchIndex))
 	}
 	if id.FirstLedger == id.Ledger && id.FirstEntry == id.Entry {
 		return last
@@ -107,7 +107,7 @@ func (id ID) After(other ID) bool {
 	if !id.SameEntry(other) {
 		return id.Ledger > other.Ledger || id.Ledger == other.Ledger && id.Entry > other.Entry
 	}
-	return id.Batch > other.Batch
+	return id.BatchIndex > other.BatchIndex
 }
 
 // SameEntry tells whether both are in one entry of the topic: the same

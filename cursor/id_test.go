@@ -13,10 +13,10 @@ func TestParseID(t *testing.T) {
 		text string
 		want ID
 	}{
-		{"12:5:-1", ID{Ledger: 12, Entry: 5, Partition: -1, Batch: -1, FirstLedger: 12, FirstEntry: 5}},
-		{"3:0:0", ID{Ledger: 3, Entry: 0, Partition: 0, Batch: -1, FirstLedger: 3, FirstEntry: 0}},
-		{"3:0:0:4", ID{Ledger: 3, Entry: 0, Partition: 0, Batch: 4, FirstLedger: 3, FirstEntry: 0}},
-		{"7:10:-1;8:2:-1", ID{Ledger: 8, Entry: 2, Partition: -1, Batch: -1, FirstLedger: 7, FirstEntry: 10}},
+		{"12:5:-1", ID{Ledger: 12, Entry: 5, Partition: -1, BatchIndex: -1, FirstLedger: 12, FirstEntry: 5}},
+		{"3:0:0", ID{Ledger: 3, Entry: 0, Partition: 0, BatchIndex: -1, FirstLedger: 3, FirstEntry: 0}},
+		{"3:0:0:4", ID{Ledger: 3, Entry: 0, Partition: 0, BatchIndex: 4, FirstLedger: 3, FirstEntry: 0}},
+		{"7:10:-1;8:2:-1", ID{Ledger: 8, Entry: 2, Partition: -1, BatchIndex: -1, FirstLedger: 7, FirstEntry: 10}},
 	} {
 		got, err := ParseID(tc.text)
 		if err != nil || got != tc.want {
@@ -38,13 +38,13 @@ func TestParseID(t *testing.T) {
 // place, so that what pgtandem stores compares with what a consumer gets.
 func TestIDOfPulsar(t *testing.T) {
 	id := IDOf(pulsar.NewMessageID(41, 7, -1, -1))
-	if id.Ledger != 41 || id.Entry != 7 || id.Batch != -1 || id.FirstLedger != 41 || id.FirstEntry != 7 {
+	if id.Ledger != 41 || id.Entry != 7 || id.BatchIndex != -1 || id.FirstLedger != 41 || id.FirstEntry != 7 {
 		t.Fatalf("IDOf = %+v", id)
 	}
 	// Messages of one batch share their entry: the batch index tells them
 	// apart, though MessageID.String leaves it out.
 	second := IDOf(pulsar.NewMessageID(41, 8, 1, -1))
-	if second.Batch != 1 || second.String() != "41:8:-1:1" || !second.After(IDOf(pulsar.NewMessageID(41, 8, 0, -1))) {
+	if second.BatchIndex != 1 || second.String() != "41:8:-1:1" || !second.After(IDOf(pulsar.NewMessageID(41, 8, 0, -1))) {
 		t.Fatalf("IDOf(batch index 1) = %+v", second)
 	}
 	back := id.Pulsar()
@@ -120,7 +120,6 @@ func TestConfigValidate(t *testing.T) {
 		"Topics":           func(c *Config) { c.Topics = nil },
 		"Subscription":     func(c *Config) { c.Subscription = "" },
 		"Start":            func(c *Config) { c.Start.Cluster = "other" },
-		"SubscriptionType": func(c *Config) { c.SubscriptionType = pulsar.Shared },
 	} {
 		c := good()
 		change(&c)

@@ -94,9 +94,20 @@ func scanMark(row pgx.Row) (*Mark, error) {
 	return m, err
 }
 
+// hasTable tells whether the cluster has pgtandem.cursor: the read paths
+// look, rather than create the schema (a newer pgtandem's migration would
+// refuse the older services still running).
+func hasTable(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgtandem.cursor') IS NOT NULL`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look for pgtandem.cursor: %w", err)
+	}
+	return ok, nil
+}
+
 // ReadMark returns the row of a switch and kind, nil when there is none.
 func ReadMark(ctx context.Context, conn *pgx.Conn, switchID string, kind Kind) (*Mark, error) {
-	if err := catalog.Migrate(ctx, conn); err != nil {
+	if ok, err := hasTable(ctx, conn); !ok || err != nil {
 		return nil, err
 	}
 	m, err := scanMark(conn.QueryRow(ctx, `SELECT `+markColumns+` FROM pgtandem.cursor WHERE switch_id = $1 AND kind = $2`, switchID, string(kind)))
@@ -109,13 +120,14 @@ func ReadMark(ctx context.Context, conn *pgx.Conn, switchID string, kind Kind) (
 	return m, nil
 }
 
-// Hops returns every Hop row the cluster holds, oldest first: the switches
-// that completed, as far as the cluster knows.
+// Hops returns every Hop row the cluster holds, in switch id order (ids
+// start with the switch's start time): the switches that completed, as far
+// as the cluster knows.
 func Hops(ctx context.Context, conn *pgx.Conn) ([]*Mark, error) {
-	if err := catalog.Migrate(ctx, conn); err != nil {
+	if ok, err := hasTable(ctx, conn); !ok || err != nil {
 		return nil, err
 	}
-	rows, err := conn.Query(ctx, `SELECT `+markColumns+` FROM pgtandem.cursor WHERE kind = 'hop' ORDER BY written_at, switch_id`)
+	rows, err := conn.Query(ctx, `SELECT `+markColumns+` FROM pgtandem.cursor WHERE kind = 'hop' ORDER BY switch_id`)
 	if err != nil {
 		return nil, fmt.Errorf("read pgtandem.cursor: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 
 	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // FindCut reads the target's topic from cut.ToAfterMessageID until the
@@ -59,10 +60,12 @@ func FindCut(ctx context.Context, client pulsar.Client, cut *Mark) (*Mark, error
 	}
 }
 
-// IsOwnSubscription tells whether a subscription is one of pgtandem's
-// (broker2pg's pgtandem-<target>): it follows the topic of its own
-// direction and never hops.
-func IsOwnSubscription(name string) bool { return strings.HasPrefix(name, "pgtandem-") }
+// isOwnSubscription tells whether a subscription of a switch's topics is
+// pgtandem's: broker2pg's pgtandem-<target> of either direction, which
+// follows its own topic and never hops.
+func isOwnSubscription(name string, m *Mark) bool {
+	return name == catalog.SubscriptionName(m.From) || name == catalog.SubscriptionName(m.To)
+}
 
 // Prepared is one subscription `pgtandem cursor prepare` handled.
 type Prepared struct {
@@ -72,13 +75,14 @@ type Prepared struct {
 }
 
 // Prepare creates on the target's topic of a switch (a Hop row), for every
-// durable subscription of the source's topic that is not pgtandem's, a
-// subscription of the same name positioned at the cut: a consumer that
-// hops late still finds every change written on the target since the cut,
-// whatever the broker's retention. Subscriptions already there are left
-// as they are. It returns a *LostError when retention deleted the cut
-// frame already.
-func Prepare(ctx context.Context, admin pulsaradmin.Client, client pulsar.Client, hop *Mark) ([]Prepared, error) {
+// durable subscription of the source's topic that is not pgtandem's, or
+// only those named in only when it is not empty, a subscription of the
+// same name positioned at the cut: a consumer that hops late still finds
+// every change written on the target since the cut, whatever the broker's
+// retention. Subscriptions already there are left as they are. It returns
+// a *LostError when retention deleted the cut frame already, and a
+// *NoSubscriptionError for a name of only the source's topic lacks.
+func Prepare(ctx context.Context, admin pulsaradmin.Client, client pulsar.Client, hop *Mark, only []string) ([]Prepared, error) {
 	from, err := durableSubscriptions(ctx, admin, hop.FromTopic)
 	if err != nil {
 		return nil, err
@@ -98,9 +102,14 @@ func Prepare(ctx context.Context, admin pulsaradmin.Client, client pulsar.Client
 	if err != nil {
 		return nil, fmt.Errorf("topic %s: %w", hop.ToTopic, err)
 	}
+	for _, name := range only {
+		if !slices.Contains(from, name) {
+			return nil, &NoSubscriptionError{Topic: hop.FromTopic, Subscription: name}
+		}
+	}
 	var out []Prepared
 	for _, sub := range from {
-		if IsOwnSubscription(sub) {
+		if isOwnSubscription(sub, hop) || len(only) > 0 && !slices.Contains(only, sub) {
 			continue
 		}
 		if slices.Contains(to, sub) {
@@ -118,6 +127,16 @@ func Prepare(ctx context.Context, admin pulsaradmin.Client, client pulsar.Client
 	return out, nil
 }
 
+// NoSubscriptionError names a subscription to prepare that the source's
+// topic does not have.
+type NoSubscriptionError struct {
+	Topic, Subscription string
+}
+
+func (e *NoSubscriptionError) Error() string {
+	return fmt.Sprintf("%s has no durable subscription %q to prepare", e.Topic, e.Subscription)
+}
+
 // checkPresent returns a *LostError unless id is still in topic.
 func checkPresent(ctx context.Context, client pulsar.Client, topic string, id ID, hop *Mark) error {
 	reader, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: id.Pulsar(), StartMessageIDInclusive: true})
@@ -125,11 +144,16 @@ func checkPresent(ctx context.Context, client pulsar.Client, topic string, id ID
 		return fmt.Errorf("read %s: %w", topic, err)
 	}
 	defer reader.Close()
+	// The cut frame, if it is there, is a message the reader has: without
+	// one, retention deleted it and nothing came after.
+	if !reader.HasNext() {
+		return &LostError{Topic: topic, Want: id, Hop: hop}
+	}
 	msg, err := reader.Next(ctx)
 	if err != nil {
 		return fmt.Errorf("read %s at %s: %w", topic, id, err)
 	}
-	if got := IDOf(msg.ID()); got.After(id) {
+	if got := IDOf(msg.ID()); got.After(id) && !got.SameEntry(id) {
 		lost := &LostError{Topic: topic, Want: id, First: got, Hop: hop}
 		if h, _, err := event.DecodeHeader(msg.Payload()); err == nil {
 			lost.FirstHeader = h
@@ -161,16 +185,18 @@ func durableSubscriptions(ctx context.Context, admin pulsaradmin.Client, topic s
 // SubscriptionStatus is where one subscription stands at a switch.
 type SubscriptionStatus struct {
 	Subscription string `json:"subscription"`
-	// BeforeCut counts the messages of the source's topic the subscription
-	// has not acknowledged up to the switch's marker, the last frame before
-	// the cut; 0 once it read everything before the cut.
+	// BeforeCut counts the entries of the source's topic (a batch of
+	// frames is one entry) the subscription has not acknowledged up to the
+	// switch's marker, the last frame before the cut; 0 once a consumer of
+	// package cursor has hopped and acknowledged a batch after the cut.
 	BeforeCut int64 `json:"before_cut"`
 	// Prepared tells whether the subscription exists on the target's
 	// topic; Backlog is its backlog there, in messages.
 	Prepared bool  `json:"prepared"`
 	Backlog  int64 `json:"backlog"`
-	// Passed is set once the subscription acknowledged the cut frame on
-	// the target's topic: the consumer has hopped.
+	// Passed is set once the subscription acknowledged the cut's entry on
+	// the target's topic: the consumer hopped and acknowledged a batch
+	// after the cut.
 	Passed bool `json:"passed"`
 }
 
@@ -212,7 +238,7 @@ func Status(ctx context.Context, admin pulsaradmin.Client, hop *Mark) ([]Subscri
 	}
 	var out []SubscriptionStatus
 	for sub, st := range fromStats.Subscriptions {
-		if !st.IsDurable || IsOwnSubscription(sub) {
+		if !st.IsDurable || isOwnSubscription(sub, hop) {
 			continue
 		}
 		s := SubscriptionStatus{Subscription: sub}
@@ -225,7 +251,7 @@ func Status(ctx context.Context, admin pulsaradmin.Client, hop *Mark) ([]Subscri
 			s.Prepared, s.Backlog = true, tst.MsgBacklog
 			if c, ok := toInternal.Cursors[sub]; ok {
 				if md, ok := parsePosition(c.MarkDeletePosition); ok {
-					s.Passed = !cut.After(md)
+					s.Passed = md.SameEntry(cut) || md.After(cut)
 				}
 			}
 		}
@@ -246,7 +272,7 @@ func parsePosition(s string) (ID, bool) {
 	if err1 != nil || err2 != nil {
 		return ID{}, false
 	}
-	return ID{Ledger: ledger, Entry: entry, FirstLedger: ledger, FirstEntry: entry}, true
+	return ID{Ledger: ledger, Entry: entry, BatchIndex: -1, FirstLedger: ledger, FirstEntry: entry}, true
 }
 
 // entriesBetween counts the entries after from up to and including to,

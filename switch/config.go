@@ -107,9 +107,11 @@ type Config struct {
 	// for the cut row in To's topic after the RESUME.
 	ProbeTimeout time.Duration
 	// PrepareSubscriptions runs `pgtandem cursor prepare` once the cut is
-	// recorded: every durable subscription of From's topic gets one of the
-	// same name on To's topic, at the cut (Options.Admin needed).
+	// found: every durable subscription of From's topic (only those of
+	// CursorSubscriptions, when it is not empty) gets one of the same name
+	// on To's topic, at the cut (Options.Admin needed).
 	PrepareSubscriptions bool
+	CursorSubscriptions  []string
 }
 
 // DefaultConfig returns the defaults of every duration and strategy.

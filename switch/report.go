@@ -64,8 +64,10 @@ type Report struct {
 	// Cut is the switch's hop row (package cursor): the marker's frame in
 	// the source's topic and the cut frame in the target's.
 	Cut *cursor.Mark `json:"cut,omitempty"`
-	// Prepared lists the subscriptions switch.cursor-prepare handled.
-	Prepared  []cursor.Prepared `json:"prepared,omitempty"`
+	// Prepared lists the subscriptions switch.cursor-prepare handled;
+	// PrepareError says why it did not complete.
+	Prepared     []cursor.Prepared `json:"prepared,omitempty"`
+	PrepareError string            `json:"prepare_error,omitempty"`
 	Sequences int               `json:"sequences"`
 	// Terminated counts sessions the database fence terminated.
 	Terminated int `json:"terminated"`
@@ -130,6 +132,9 @@ func (r *Report) WriteText(w io.Writer) error {
 				what = "was there already"
 			}
 			fmt.Fprintf(&b, "  subscription     %s on %s: %s\n", p.Subscription, r.Cut.ToTopic, what)
+		}
+		if r.PrepareError != "" {
+			fmt.Fprintf(&b, "  subscriptions    not prepared: %s; run pgtandem cursor prepare --switch %s\n", r.PrepareError, r.SwitchID)
 		}
 	}
 	if r.RedirectTo != "" {

@@ -756,12 +756,18 @@ func (s *switcher) recordCut(ctx context.Context) (string, error) {
 	}
 	detail := fmt.Sprintf("cut at message %s of %s (lsn %s), after message %s of %s", hop.ToMessageID, hop.ToTopic, hop.ToCommitLSN, hop.FromMessageID, hop.FromTopic)
 	if s.cfg.PrepareSubscriptions {
-		prepared, err := cursor.Prepare(ctx, s.opts.Admin, s.opts.Pulsar, hop)
+		// A failure here must not hold the hop row back: consumers need it
+		// whether or not their twin exists, and pgtandem cursor prepare
+		// can be run again.
+		prepared, err := cursor.Prepare(ctx, s.opts.Admin, s.opts.Pulsar, hop, s.cfg.CursorSubscriptions)
 		s.rep.Prepared = prepared
 		if err != nil {
-			return "", err
+			s.rep.PrepareError = err.Error()
+			s.log.Warn("switch: subscriptions not prepared; run pgtandem cursor prepare", "switch", s.rec.ID, "err", err)
+			detail += fmt.Sprintf(", subscriptions not prepared (%v): run pgtandem cursor prepare --switch %s", err, s.rec.ID)
+		} else {
+			detail += fmt.Sprintf(", %d subscriptions prepared", len(prepared))
 		}
-		detail += fmt.Sprintf(", %d subscriptions prepared", len(prepared))
 	}
 	if err := hop.Write(ctx, s.from.conn); err != nil {
 		return "", fmt.Errorf("cluster %s: %w", s.from.name, err)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,7 @@ by themselves; these commands prepare and watch their subscriptions. See docs/co
 
 func newCursorPrepareCmd(a *app) *cobra.Command {
 	var switchID string
+	var only []string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "prepare [--switch ID]",
@@ -49,7 +51,9 @@ deleted the cut already.`,
 				return err
 			}
 			defer clients.close()
-			prepared, err := cursor.Prepare(cmd.Context(), clients.admin, clients.client, hop)
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			prepared, err := cursor.Prepare(ctx, clients.admin, clients.client, hop, only)
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
@@ -72,6 +76,7 @@ deleted the cut already.`,
 		},
 	}
 	cmd.Flags().StringVar(&switchID, "switch", "", "the switch's id (pgtandem switch prints it); the latest when empty")
+	cmd.Flags().StringSliceVar(&only, "subscription", nil, "prepare only this subscription (repeatable); every one of the source's topic but pgtandem's when none")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -142,8 +147,9 @@ func (e *NoSwitchError) Error() string {
 	return fmt.Sprintf("switch %s has no hop row in pgtandem.cursor on any configured cluster: it did not complete, or pgtandem switch --resume must still record its cut", e.SwitchID)
 }
 
-// findHop returns the hop row of switchID, or of the latest switch, from
-// whichever configured cluster holds it.
+// findHop returns the hop row of switchID, or of the latest switch (switch
+// ids start with the switch's start time), from whichever configured
+// cluster holds it.
 func findHop(ctx context.Context, a *app, switchID string) (*cursor.Mark, error) {
 	var latest *cursor.Mark
 	for _, name := range slices.Sorted(maps.Keys(a.cfg.Clusters)) {
@@ -160,7 +166,7 @@ func findHop(ctx context.Context, a *app, switchID string) (*cursor.Mark, error)
 			if switchID != "" && h.SwitchID == switchID {
 				return h, nil
 			}
-			if switchID == "" && (latest == nil || h.ToCommitTime.After(latest.ToCommitTime)) {
+			if switchID == "" && (latest == nil || h.SwitchID > latest.SwitchID) {
 				latest = h
 			}
 		}

@@ -123,7 +123,7 @@ func switchConfig(c config.Config, from, to string, topicOf func(config.Cluster)
 	cfg.Hooks = switchover.Hooks{Fence: sw.Hooks.Fence, Unfence: sw.Hooks.Unfence, Redirect: sw.Hooks.Redirect}
 	cfg.Deadline, cfg.PauseTimeout, cfg.MaxLag, cfg.MaxTransactionAge, cfg.ProbeTimeout =
 		sw.Deadline, sw.PauseTimeout, sw.MaxLag, sw.MaxTransactionAge, sw.ProbeTimeout
-	cfg.PrepareSubscriptions = sw.CursorPrepare
+	cfg.PrepareSubscriptions, cfg.CursorSubscriptions = sw.CursorPrepare, sw.CursorSubscriptions
 	for _, side := range []struct {
 		name string
 		dst  *switchover.Cluster

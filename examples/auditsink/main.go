@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -36,9 +37,13 @@ import (
 )
 
 // killAtHopEnv, set to 1, makes the sink kill itself with SIGKILL at each
-// hop, before it processed anything of the new topic: the fault pgtandem's
+// hop, before it processed anything of the new topic, except at the
+// switches listed (comma separated) in spareHopsEnv: the fault pgtandem's
 // test suite injects.
-const killAtHopEnv = "AUDITSINK_KILL_AT_HOP"
+const (
+	killAtHopEnv = "AUDITSINK_KILL_AT_HOP"
+	spareHopsEnv = "AUDITSINK_SPARE_HOPS"
+)
 
 const schema = `
 CREATE TABLE IF NOT EXISTS audit_position (
@@ -117,7 +122,12 @@ func run(ctx context.Context, url string, topics map[string]string, start, sub, 
 	defer client.Close()
 	cfg := cursor.Config{Client: client, Topics: topics, Subscription: sub, Start: pos, Log: log}
 	if os.Getenv(killAtHopEnv) == "1" {
-		cfg.OnHop = func(*cursor.Mark) { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+		spare := strings.Split(os.Getenv(spareHopsEnv), ",")
+		cfg.OnHop = func(hop *cursor.Mark) {
+			if !slices.Contains(spare, hop.SwitchID) {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
 	}
 	consumer, err := cursor.New(ctx, cfg)
 	if err != nil {

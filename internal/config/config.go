@@ -87,8 +87,10 @@ type Switch struct {
 	// ProbeTimeout bounds each preflight marker round trip and the wait
 	// for the cut row after the RESUME.
 	ProbeTimeout time.Duration `mapstructure:"probe-timeout"`
-	// CursorPrepare runs pgtandem cursor prepare at each switch.
-	CursorPrepare bool `mapstructure:"cursor-prepare"`
+	// CursorPrepare runs pgtandem cursor prepare at each switch, for
+	// CursorSubscriptions only when that is not empty.
+	CursorPrepare       bool     `mapstructure:"cursor-prepare"`
+	CursorSubscriptions []string `mapstructure:"cursor-subscriptions"`
 }
 
 // SwitchPgBouncer lists the PgBouncer instances clients go through.
@@ -206,14 +208,15 @@ func Default() Config {
 		},
 		Log: Log{Level: "info", Format: "auto"},
 		Switch: Switch{
-			Fence:             sw.Fence,
-			Redirect:          switchover.RedirectPgBouncer,
-			Deadline:          sw.Deadline,
-			PauseTimeout:      sw.PauseTimeout,
-			MaxLag:            sw.MaxLag,
-			MaxTransactionAge: sw.MaxTransactionAge,
-			ProbeTimeout:      sw.ProbeTimeout,
-			CursorPrepare:     sw.PrepareSubscriptions,
+			Fence:               sw.Fence,
+			Redirect:            switchover.RedirectPgBouncer,
+			Deadline:            sw.Deadline,
+			PauseTimeout:        sw.PauseTimeout,
+			MaxLag:              sw.MaxLag,
+			MaxTransactionAge:   sw.MaxTransactionAge,
+			ProbeTimeout:        sw.ProbeTimeout,
+			CursorPrepare:       sw.PrepareSubscriptions,
+			CursorSubscriptions: []string{},
 		},
 	}
 }
