@@ -116,10 +116,10 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(c.Validate())
 	}
 	for name, change := range map[string]func(*Config){
-		"Client":           func(c *Config) { c.Client = nil },
-		"Topics":           func(c *Config) { c.Topics = nil },
-		"Subscription":     func(c *Config) { c.Subscription = "" },
-		"Start":            func(c *Config) { c.Start.Cluster = "other" },
+		"Client":       func(c *Config) { c.Client = nil },
+		"Topics":       func(c *Config) { c.Topics = nil },
+		"Subscription": func(c *Config) { c.Subscription = "" },
+		"Start":        func(c *Config) { c.Start.Cluster = "other" },
 	} {
 		c := good()
 		change(&c)

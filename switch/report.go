@@ -68,7 +68,7 @@ type Report struct {
 	// PrepareError says why it did not complete.
 	Prepared     []cursor.Prepared `json:"prepared,omitempty"`
 	PrepareError string            `json:"prepare_error,omitempty"`
-	Sequences int               `json:"sequences"`
+	Sequences    int               `json:"sequences"`
 	// Terminated counts sessions the database fence terminated.
 	Terminated int `json:"terminated"`
 	// Probes are the preflight's and dry run's measurements: the marker
