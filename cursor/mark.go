@@ -64,21 +64,27 @@ type Mark struct {
 // Write inserts the row; a row of the same switch and kind already there is
 // left as it is (a resumed switch writes it again).
 func (m *Mark) Write(ctx context.Context, conn *pgx.Conn) error {
+	b := &pgx.Batch{}
+	m.Queue(b)
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write the %s row of switch %s in pgtandem.cursor: %w", m.Kind, m.SwitchID, err)
+	}
+	return nil
+}
+
+// Queue queues Write's insert on b, to send it with other statements.
+func (m *Mark) Queue(b *pgx.Batch) {
 	var toID, toLSN *string
 	var toTime *time.Time
 	if m.ToMessageID != "" {
 		lsn := m.ToCommitLSN.String()
 		toID, toLSN, toTime = &m.ToMessageID, &lsn, &m.ToCommitTime
 	}
-	_, err := conn.Exec(ctx, `INSERT INTO pgtandem.cursor (switch_id, kind, from_cluster, to_cluster, from_topic, from_message_id,
+	b.Queue(`INSERT INTO pgtandem.cursor (switch_id, kind, from_cluster, to_cluster, from_topic, from_message_id,
 		from_commit_lsn, from_commit_time, to_topic, to_after_message_id, to_message_id, to_commit_lsn, to_commit_time)
 		VALUES ($1, $2, $3, $4, $5, $6, $7::pg_lsn, $8, $9, $10, $11, $12::pg_lsn, $13) ON CONFLICT (switch_id, kind) DO NOTHING`,
 		m.SwitchID, string(m.Kind), m.From, m.To, m.FromTopic, m.FromMessageID, m.FromCommitLSN.String(), m.FromCommitTime,
 		m.ToTopic, m.ToAfterMessageID, toID, toLSN, toTime)
-	if err != nil {
-		return fmt.Errorf("write the %s row of switch %s in pgtandem.cursor: %w", m.Kind, m.SwitchID, err)
-	}
-	return nil
 }
 
 const markColumns = `switch_id, kind, from_cluster, to_cluster, from_topic, from_message_id, from_commit_lsn, from_commit_time,

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
+	"github.com/pgtandem/pgtandem/cursor"
 	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
@@ -109,12 +110,29 @@ func (s *session) fenced(ctx context.Context) (bool, error) {
 // client sessions that are not pgtandem's, so that none keeps writing with
 // the setting it started with. It returns how many it terminated.
 func (s *session) fence(ctx context.Context) (int, error) {
-	// The database is the one the session is connected to: pgx resolved
-	// the DSN's default already, so this costs no round trip in the pause.
-	db := s.conn.Config().Database
-	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
-		return 0, fmt.Errorf("cluster %s: fence: %w", s.name, err)
+	if err := s.setReadOnly(ctx); err != nil {
+		return 0, err
 	}
+	return s.terminateClients(ctx)
+}
+
+// databaseSQL is the database the session is connected to, quoted: pgx
+// resolved the DSN's default already, so naming it costs no round trip in
+// the pause.
+func (s *session) databaseSQL() string { return pgx.Identifier{s.conn.Config().Database}.Sanitize() }
+
+// setReadOnly makes the database read-only for the sessions that start
+// from now on.
+func (s *session) setReadOnly(ctx context.Context) error {
+	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+s.databaseSQL()+` SET default_transaction_read_only = on`); err != nil {
+		return fmt.Errorf("cluster %s: fence: %w", s.name, err)
+	}
+	return nil
+}
+
+// terminateClients ends the client sessions of the database that are not
+// pgtandem's and waits until they are gone; it returns how many.
+func (s *session) terminateClients(ctx context.Context) (int, error) {
 	// pg_terminate_backend only signals: a session in the middle of a
 	// COMMIT could still commit after the marker. Wait until they are gone,
 	// polling: its timeout argument (PostgreSQL 14+) checks only every
@@ -151,27 +169,47 @@ func (s *session) fence(ctx context.Context) (int, error) {
 	return terminated, nil
 }
 
-// unfence lifts the database fence; new sessions may write again.
+// unfenceSQL lifts the database fence; new sessions may write again.
+func (s *session) unfenceSQL() string {
+	return `ALTER DATABASE ` + s.databaseSQL() + ` RESET default_transaction_read_only`
+}
+
+// unfence lifts the database fence.
 func (s *session) unfence(ctx context.Context) error {
-	var db string
-	if err := s.conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+	if _, err := s.conn.Exec(ctx, s.unfenceSQL()); err != nil {
 		return fmt.Errorf("cluster %s: unfence: %w", s.name, err)
 	}
-	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` RESET default_transaction_read_only`); err != nil {
-		return fmt.Errorf("cluster %s: unfence: %w", s.name, err)
+	return nil
+}
+
+// writeCut commits the switch's cut row and, with unfence, lifts the
+// database fence in the same transaction: one round trip, one commit,
+// inside the write pause.
+func (s *session) writeCut(ctx context.Context, cut *cursor.Mark, unfence bool) error {
+	b := &pgx.Batch{}
+	if unfence {
+		b.Queue(`BEGIN`)
+	}
+	cut.Queue(b)
+	if unfence {
+		b.Queue(s.unfenceSQL())
+		b.Queue(`COMMIT`)
+	}
+	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("cluster %s: write the cut row of switch %s (and lift the fence): %w", s.name, cut.SwitchID, err)
 	}
 	return nil
 }
 
 // writeMarker commits a row in pgtandem.switch_marker and returns the
 // cluster's WAL position just after it: the marker's commit is before it.
+// Both in one round trip: the query runs once the insert committed.
 func (s *session) writeMarker(ctx context.Context, id string) (pglogrepl.LSN, error) {
 	var lsn pglogrepl.LSN
-	_, err := s.conn.Exec(ctx, `INSERT INTO pgtandem.switch_marker (marker_id, written_on) VALUES ($1, $2) ON CONFLICT (marker_id) DO NOTHING`, id, s.name)
-	if err == nil {
-		err = s.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&lsn)
-	}
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO pgtandem.switch_marker (marker_id, written_on) VALUES ($1, $2) ON CONFLICT (marker_id) DO NOTHING`, id, s.name)
+	b.Queue(`SELECT pg_current_wal_lsn()`).QueryRow(func(row pgx.Row) error { return row.Scan(&lsn) })
+	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("cluster %s: write marker %s: %w", s.name, id, err)
 	}
 	return lsn, nil

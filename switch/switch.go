@@ -52,8 +52,10 @@ type switcher struct {
 	// resuming is set for --resume and --abort: the journal, not the
 	// preflight, says what state things are in.
 	resuming bool
-	// arrival is where the marker step found the marker applied.
+	// arrival is where the marker step found the marker applied; seqs
+	// the source's sequences it read meanwhile.
 	arrival markerArrival
+	seqs    []sequence
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
@@ -465,7 +467,13 @@ func (s *switcher) end(ctx context.Context, state string) error {
 }
 
 // fence stops writes on the source: PAUSE on every PgBouncer (all or
-// nothing), then the database fence, then the hook.
+// nothing), then the database made read-only for new sessions and the
+// client sessions terminated, then the hook.
+//
+// The read-only default waits for the PAUSE: while a PAUSE waits for
+// running transactions PgBouncer may still open server connections, and
+// those would keep the default for their life, failing clients' writes
+// after an undo.
 func (s *switcher) fence(ctx context.Context) (string, error) {
 	var details []string
 	start := time.Now()
@@ -490,12 +498,16 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 	}
 	if s.cfg.has(FenceDatabase) {
 		start := time.Now()
-		n, err := s.from.fence(ctx)
+		if err := s.from.setReadOnly(ctx); err != nil {
+			return "", err
+		}
+		readOnly := time.Since(start)
+		n, err := s.from.terminateClients(ctx)
 		if err != nil {
 			return "", err
 		}
 		s.rep.Terminated = n
-		details = append(details, fmt.Sprintf("database fenced in %s, %d sessions terminated", ms(time.Since(start)), n))
+		details = append(details, fmt.Sprintf("database read-only in %s, %d sessions terminated in %s", ms(readOnly), n, ms(time.Since(start)-readOnly)))
 	}
 	if s.cfg.has(FenceHook) {
 		if err := s.hook(ctx, "fence", s.cfg.Hooks.Fence, s.cfg.From); err != nil {
@@ -521,7 +533,19 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The fenced source's sequences no longer move: read them while the
+	// marker travels, on the source's session, which is free until the
+	// step's end is journaled.
+	seqs := make(chan error, 1)
+	go func() {
+		var err error
+		s.seqs, err = s.from.readSequences(ctx, s.seqNames)
+		seqs <- err
+	}()
 	arrival, err := s.to.waitMarker(ctx, s.rec.ID, s.cfg.From.Name)
+	if seqErr := <-seqs; seqErr != nil {
+		s.seqs = nil // the sequences step reads them again
+	}
 	if err != nil {
 		return "", err
 	}
@@ -541,9 +565,12 @@ func (s *switcher) prepareSequences(ctx context.Context) error {
 // sequences reads every sequence on the fenced source and sets it on the
 // target exactly, one round trip each.
 func (s *switcher) sequences(ctx context.Context) (string, error) {
-	seqs, err := s.from.readSequences(ctx, s.seqNames)
-	if err != nil {
-		return "", err
+	seqs := s.seqs
+	if seqs == nil { // a resumed switch whose marker step had ended
+		var err error
+		if seqs, err = s.from.readSequences(ctx, s.seqNames); err != nil {
+			return "", err
+		}
 	}
 	if err := s.to.setSequences(ctx, seqs); err != nil {
 		return "", err
@@ -560,21 +587,15 @@ func (s *switcher) unfenceTarget(ctx context.Context) (string, error) {
 	cut := &cursor.Mark{SwitchID: s.rec.ID, Kind: cursor.Cut, From: s.cfg.From.Name, To: s.cfg.To.Name,
 		FromTopic: s.cfg.From.Topic, ToTopic: s.cfg.To.Topic, FromMessageID: s.arrival.MessageID,
 		FromCommitLSN: event.LSN(s.arrival.CommitLSN), FromCommitTime: s.arrival.CommitTime, ToAfterMessageID: s.rep.ReverseMessageID}
-	if err := cut.Write(ctx, s.to.conn); err != nil {
-		return "", fmt.Errorf("cluster %s: %w", s.to.name, err)
+	// The target is fenced when the switch began so (lifting it again is
+	// harmless): known from the journal, no round trip to ask.
+	unfence := s.cfg.has(FenceDatabase) && s.rec.ToWasFenced
+	if err := s.to.writeCut(ctx, cut, unfence); err != nil {
+		return "", err
 	}
 	details := []string{"cut row written"}
-	if s.cfg.has(FenceDatabase) {
-		fenced, err := s.to.fenced(ctx)
-		if err != nil {
-			return "", err
-		}
-		if fenced {
-			if err := s.to.unfence(ctx); err != nil {
-				return "", err
-			}
-			details = append(details, "database fence of "+s.cfg.To.Name+" lifted")
-		}
+	if unfence {
+		details = append(details, "database fence of "+s.cfg.To.Name+" lifted")
 	}
 	if s.cfg.has(FenceHook) {
 		if err := s.hook(ctx, "unfence", s.cfg.Hooks.Unfence, s.cfg.To); err != nil {
