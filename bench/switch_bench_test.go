@@ -118,7 +118,11 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 		}
 		var steps []string
 		for _, s := range rep.Steps {
-			steps = append(steps, fmt.Sprintf("%s %d", s.Step, s.End.Sub(s.Start).Milliseconds()))
+			step := fmt.Sprintf("%s %d", s.Step, s.End.Sub(s.Start).Milliseconds())
+			if s.Step == switchover.StepFence {
+				step += " (" + s.Detail + ")"
+			}
+			steps = append(steps, step)
 		}
 		pauses = append(pauses, pause{start: rep.PauseStart, end: rep.PauseEnd, steps: strings.Join(steps, ", ")})
 		from, to = to, from
