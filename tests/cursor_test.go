@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/pulsar-client-go/pulsaradmin"
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -461,11 +462,7 @@ func TestCursorCutLostAndPlain(t *testing.T) {
 		t.Fatal(err)
 	}
 	onNew := pgtest.Connect(t, td.New, tandemtest.Database)
-	admin, err := pulsarclient.NewAdmin(td.Broker.AdminURL(), "", pulsarclient.TLS{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	newTopic, err := utils.GetTopicName(td.NewTopic)
+	admin, newTopic, err := curAdmin(td, td.NewTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,13 +542,20 @@ func curReadIDs(t *testing.T, c *cursor.Consumer, n int, ack bool) []int64 {
 	return ids
 }
 
-func curCreateSubscription(t *testing.T, td *tandemtest.Tandem, topic, sub string) {
-	t.Helper()
+// curAdmin is a client of the tandem's broker's admin API and topic's name
+// for it.
+func curAdmin(td *tandemtest.Tandem, topic string) (pulsaradmin.Client, *utils.TopicName, error) {
 	admin, err := pulsarclient.NewAdmin(td.Broker.AdminURL(), "", pulsarclient.TLS{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	name, err := utils.GetTopicName(topic)
+	return admin, name, err
+}
+
+func curCreateSubscription(t *testing.T, td *tandemtest.Tandem, topic, sub string) {
+	t.Helper()
+	admin, name, err := curAdmin(td, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,11 +565,7 @@ func curCreateSubscription(t *testing.T, td *tandemtest.Tandem, topic, sub strin
 }
 
 func curHasSubscription(td *tandemtest.Tandem, topic, sub string) error {
-	admin, err := pulsarclient.NewAdmin(td.Broker.AdminURL(), "", pulsarclient.TLS{})
-	if err != nil {
-		return err
-	}
-	name, err := utils.GetTopicName(topic)
+	admin, name, err := curAdmin(td, topic)
 	if err != nil {
 		return err
 	}

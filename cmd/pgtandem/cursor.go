@@ -42,11 +42,7 @@ switch. switch.cursor-prepare runs it at every switch. It fails with the lost ra
 deleted the cut already.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hop, err := findHop(cmd.Context(), a, switchID)
-			if err != nil {
-				return err
-			}
-			clients, err := newPulsarClients(a, true)
+			hop, clients, err := switchAndBroker(cmd.Context(), a, switchID)
 			if err != nil {
 				return err
 			}
@@ -93,11 +89,7 @@ backlog there, and whether it has passed the cut (acknowledged the cut frame on 
 Without --switch, the latest switch.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hop, err := findHop(cmd.Context(), a, switchID)
-			if err != nil {
-				return err
-			}
-			clients, err := newPulsarClients(a, true)
+			hop, clients, err := switchAndBroker(cmd.Context(), a, switchID)
 			if err != nil {
 				return err
 			}
@@ -145,6 +137,17 @@ func (e *NoSwitchError) Error() string {
 		return "no switch has completed between the configured clusters (pgtandem.cursor holds no hop row)"
 	}
 	return fmt.Sprintf("switch %s has no hop row in pgtandem.cursor on any configured cluster: it did not complete, or pgtandem switch --resume must still record its cut", e.SwitchID)
+}
+
+// switchAndBroker finds a switch's hop row (findHop) and opens the
+// broker's clients, the admin API's included.
+func switchAndBroker(ctx context.Context, a *app, switchID string) (*cursor.Mark, *pulsarClients, error) {
+	hop, err := findHop(ctx, a, switchID)
+	if err != nil {
+		return nil, nil, err
+	}
+	clients, err := newPulsarClients(a, true)
+	return hop, clients, err
 }
 
 // findHop returns the hop row of switchID, or of the latest switch (switch
