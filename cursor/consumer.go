@@ -151,6 +151,16 @@ func (e *LostError) Error() string {
 		what, e.Topic, first, since, until)
 }
 
+// lostAt is the *LostError of want, missing from topic, whose first
+// message after it is first.
+func lostAt(topic string, want ID, first pulsar.Message, hop *Mark) *LostError {
+	lost := &LostError{Topic: topic, Want: want, First: IDOf(first.ID()), Hop: hop}
+	if h, _, err := event.DecodeHeader(first.Payload()); err == nil {
+		lost.FirstHeader = h
+	}
+	return lost
+}
+
 // DecodeError reports a message that is not a frame this build reads.
 // Nothing after it is delivered.
 type DecodeError struct {
@@ -301,11 +311,7 @@ func (c *Consumer) next(ctx context.Context) (*Batch, error) {
 			case want.After(id) && !want.SameEntry(id): // queued before the seek took effect
 				continue
 			case id.After(want) && !want.SameEntry(id):
-				lost := &LostError{Topic: c.topic, Want: want, First: id, Hop: c.hop}
-				if h, _, err := event.DecodeHeader(msg.Payload()); err == nil {
-					lost.FirstHeader = h
-				}
-				return nil, lost
+				return nil, lostAt(c.topic, want, msg, c.hop)
 			}
 			// The entry sought is there. Its messages up to the one sought
 			// (the stored position, processed already, or the cut frame,

@@ -98,9 +98,9 @@ func Prepare(ctx context.Context, admin pulsaradmin.Client, client pulsar.Client
 	if err := checkPresent(ctx, client, hop.ToTopic, cut, hop); err != nil {
 		return nil, err
 	}
-	toName, err := utils.GetTopicName(hop.ToTopic)
+	toName, err := adminTopic(hop.ToTopic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", hop.ToTopic, err)
+		return nil, err
 	}
 	for _, name := range only {
 		if !slices.Contains(from, name) {
@@ -119,7 +119,7 @@ func Prepare(ctx context.Context, admin pulsaradmin.Client, client pulsar.Client
 		// Created at the cut frame, which the consumer's seek delivers
 		// first and passes over.
 		at := utils.MessageID{LedgerID: cut.FirstLedger, EntryID: cut.FirstEntry, PartitionIndex: -1, BatchIndex: -1}
-		if err := admin.Subscriptions().CreateWithContext(ctx, *toName, sub, at); err != nil {
+		if err := admin.Subscriptions().CreateWithContext(ctx, toName, sub, at); err != nil {
 			return out, fmt.Errorf("create subscription %s on %s at %s: %w", sub, hop.ToTopic, cut, err)
 		}
 		out = append(out, Prepared{Subscription: sub, Created: true})
@@ -154,21 +154,26 @@ func checkPresent(ctx context.Context, client pulsar.Client, topic string, id ID
 		return fmt.Errorf("read %s at %s: %w", topic, id, err)
 	}
 	if got := IDOf(msg.ID()); got.After(id) && !got.SameEntry(id) {
-		lost := &LostError{Topic: topic, Want: id, First: got, Hop: hop}
-		if h, _, err := event.DecodeHeader(msg.Payload()); err == nil {
-			lost.FirstHeader = h
-		}
-		return lost
+		return lostAt(topic, id, msg, hop)
 	}
 	return nil
 }
 
-func durableSubscriptions(ctx context.Context, admin pulsaradmin.Client, topic string) ([]string, error) {
+// adminTopic is topic as the admin API names it.
+func adminTopic(topic string) (utils.TopicName, error) {
 	name, err := utils.GetTopicName(topic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
+		return utils.TopicName{}, fmt.Errorf("topic %s: %w", topic, err)
 	}
-	stats, err := admin.Topics().GetStatsWithContext(ctx, *name)
+	return *name, nil
+}
+
+func durableSubscriptions(ctx context.Context, admin pulsaradmin.Client, topic string) ([]string, error) {
+	name, err := adminTopic(topic)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := admin.Topics().GetStatsWithContext(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", topic, err)
 	}
@@ -204,13 +209,13 @@ type SubscriptionStatus struct {
 // that is not pgtandem's, how far it is from the cut and whether it has
 // hopped.
 func Status(ctx context.Context, admin pulsaradmin.Client, hop *Mark) ([]SubscriptionStatus, error) {
-	fromName, err := utils.GetTopicName(hop.FromTopic)
+	fromName, err := adminTopic(hop.FromTopic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", hop.FromTopic, err)
+		return nil, err
 	}
-	toName, err := utils.GetTopicName(hop.ToTopic)
+	toName, err := adminTopic(hop.ToTopic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", hop.ToTopic, err)
+		return nil, err
 	}
 	marker, err := ParseID(hop.FromMessageID)
 	if err != nil {
@@ -220,19 +225,19 @@ func Status(ctx context.Context, admin pulsaradmin.Client, hop *Mark) ([]Subscri
 	if err != nil {
 		return nil, err
 	}
-	fromInternal, err := admin.Topics().GetInternalStatsWithContext(ctx, *fromName)
+	fromInternal, err := admin.Topics().GetInternalStatsWithContext(ctx, fromName)
 	if err != nil {
 		return nil, fmt.Errorf("internal stats of %s: %w", hop.FromTopic, err)
 	}
-	fromStats, err := admin.Topics().GetStatsWithContext(ctx, *fromName)
+	fromStats, err := admin.Topics().GetStatsWithContext(ctx, fromName)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", hop.FromTopic, err)
 	}
-	toInternal, err := admin.Topics().GetInternalStatsWithContext(ctx, *toName)
+	toInternal, err := admin.Topics().GetInternalStatsWithContext(ctx, toName)
 	if err != nil {
 		return nil, fmt.Errorf("internal stats of %s: %w", hop.ToTopic, err)
 	}
-	toStats, err := admin.Topics().GetStatsWithContext(ctx, *toName)
+	toStats, err := admin.Topics().GetStatsWithContext(ctx, toName)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", hop.ToTopic, err)
 	}

@@ -126,12 +126,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  consumers        hop from %s after message %s to %s after message %s (lsn %s)\n",
 				r.Cut.FromTopic, r.Cut.FromMessageID, r.Cut.ToTopic, r.Cut.ToMessageID, r.Cut.ToCommitLSN)
 		}
+		// Prepared is set before the hop row is written: Cut may be nil.
 		for _, p := range r.Prepared {
 			what := "created at the cut"
 			if !p.Created {
 				what = "was there already"
 			}
-			fmt.Fprintf(&b, "  subscription     %s on %s: %s\n", p.Subscription, r.Cut.ToTopic, what)
+			fmt.Fprintf(&b, "  subscription     %s on %s's topic: %s\n", p.Subscription, r.To, what)
 		}
 		if r.PrepareError != "" {
 			fmt.Fprintf(&b, "  subscriptions    not prepared: %s; run pgtandem cursor prepare --switch %s\n", r.PrepareError, r.SwitchID)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtandem/pgtandem/cursor"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
 
@@ -325,5 +326,16 @@ func TestWriteTextStuckSwitch(t *testing.T) {
 		if page := string(r.HTML()); !strings.Contains(page, "not ended: clients may still wait") {
 			t.Fatalf("%s page has no 'not ended' pause", outcome)
 		}
+	}
+}
+
+// A switch whose subscriptions were prepared but whose hop row could not
+// be written has Prepared and no Cut: the report still prints.
+func TestWriteTextPreparedWithoutCut(t *testing.T) {
+	r := doneReport()
+	r.Outcome = switchover.OutcomeCutNotRecorded
+	r.Prepared = []cursor.Prepared{{Subscription: "audit", Created: true}}
+	if s := writeText(t, r); !strings.Contains(s, "audit on new's topic: created at the cut") {
+		t.Fatalf("report:\n%s", s)
 	}
 }

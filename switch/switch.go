@@ -579,8 +579,9 @@ func (s *switcher) sequences(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%d sequences", len(seqs)), nil
 }
 
-// unfenceTarget lifts the target's own fence, set by an earlier switch
-// that moved clients away from it.
+// unfenceTarget writes the switch's cut row on the target and lifts the
+// target's own fence, set by an earlier switch that moved clients away from
+// it.
 func (s *switcher) unfenceTarget(ctx context.Context) (string, error) {
 	// The cut row commits on the target before anything can write there:
 	// its frame in the target's topic comes before every client's.
