@@ -64,6 +64,8 @@ type plan struct {
 	strict bool
 	// handoffs skips the changes a resumed init's copy of a table holds.
 	handoffs tableHandoffs
+	// shapes caches shapeOf.
+	shapes map[shapeKey]*shape
 }
 
 func newPlan(schema *schemaCache) *plan { return &plan{schema: schema, seg: newSegment()} }
@@ -130,20 +132,79 @@ func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID pulsar.Messa
 	if err != nil {
 		return withMessage(err, msgID, ev.LSN)
 	}
-	var keyCols []string
-	for _, c := range ev.Columns {
-		if _, err := t.column(c.Name); err != nil {
-			return withMessage(err, msgID, ev.LSN)
-		}
-		if c.Key {
-			keyCols = append(keyCols, c.Name)
-		}
+	sh, err := p.shapeOf(t, ev.Columns)
+	if err != nil {
+		return withMessage(err, msgID, ev.LSN)
 	}
-	if ev.ReplicaIdentity == "full" || len(keyCols) == 0 {
+	if ev.ReplicaIdentity == "full" || len(sh.keyCols) == 0 {
 		return p.addKeyless(t, ev, msgID)
 	}
-	p.addKeyed(t, keyCols, ev, msgID)
+	p.addKeyed(t, sh, ev, msgID)
 	return nil
+}
+
+// shape is what a change's table and column list decide, the same for every
+// change of one relation: its key columns, and the columns a row holding
+// all of them writes (writable). Both are clipped, so that appending to
+// them copies.
+type shape struct {
+	keyCols, writable []string
+}
+
+// shapeKey names a column list by its first element: the events of one
+// relation share their Columns (event.Decoder), and the map entry keeps
+// that array alive, so no other list can take its address.
+type shapeKey struct {
+	t    *targetTable
+	cols *event.Column
+	n    int
+}
+
+// shapeOf checks that the target has every column of cols and returns
+// their shape, computed once per table and column list.
+func (p *plan) shapeOf(t *targetTable, cols []event.Column) (*shape, error) {
+	var key shapeKey
+	if len(cols) > 0 {
+		key = shapeKey{t: t, cols: &cols[0], n: len(cols)}
+		if sh, ok := p.shapes[key]; ok {
+			return sh, nil
+		}
+	}
+	sh := &shape{}
+	for _, c := range cols {
+		tc, err := t.column(c.Name)
+		if err != nil {
+			return nil, err
+		}
+		if c.Key {
+			sh.keyCols = append(sh.keyCols, c.Name)
+		}
+		if !tc.skip {
+			sh.writable = append(sh.writable, c.Name)
+		}
+	}
+	sh.keyCols, sh.writable = slices.Clip(sh.keyCols), slices.Clip(sh.writable)
+	if len(cols) > 0 {
+		if p.shapes == nil || len(p.shapes) > maxShapes { // tables reloaded by the schema cache leave theirs behind
+			p.shapes = map[shapeKey]*shape{}
+		}
+		p.shapes[key] = sh
+	}
+	return sh, nil
+}
+
+// maxShapes bounds the shapes a plan keeps.
+const maxShapes = 4096
+
+// writableOf lists the columns of row that the target writes, in column
+// order: the shape's list when the row holds every column (no unchanged
+// TOASTed value), which the decoder's rows do unless they name some
+// unchanged.
+func writableOf(t *targetTable, sh *shape, row map[string]*string, unchanged []string, cols []event.Column) []string {
+	if len(unchanged) == 0 && len(row) == len(cols) {
+		return sh.writable
+	}
+	return writable(t, row, cols)
 }
 
 // truncate replays a TRUNCATE on exactly the tables the source truncated:

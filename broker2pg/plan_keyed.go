@@ -26,13 +26,14 @@ type rowState struct {
 // addKeyed plans a change of a table matched by its key columns keyCols:
 // it is compacted into the net effect on its key, except an UPDATE that
 // changes the key, which becomes a statement of its own.
-func (p *plan) addKeyed(t *targetTable, keyCols []string, ev *event.Event, msgID pulsar.MessageID) {
+func (p *plan) addKeyed(t *targetTable, sh *shape, ev *event.Event, msgID pulsar.MessageID) {
+	keyCols := sh.keyCols
 	tp := p.tablePlan(t, true, keyCols)
 	switch ev.Kind {
 	case event.KindInsert:
 		rs := tp.state(keyValues(keyCols, ev.New, nil), msgID, ev.LSN, false)
 		rs.write = event.KindInsert
-		rs.cols, rs.vals = writable(t, ev.New, ev.Columns), ev.New
+		rs.cols, rs.vals = writableOf(t, sh, ev.New, ev.Unchanged, ev.Columns), ev.New
 	case event.KindUpdate:
 		newKey := keyValues(keyCols, ev.New, ev.Old)
 		if ev.Old != nil && keyString(keyValues(keyCols, ev.Old, nil)) != keyString(newKey) {
@@ -41,11 +42,14 @@ func (p *plan) addKeyed(t *targetTable, keyCols []string, ev *event.Event, msgID
 			return
 		}
 		rs := tp.state(newKey, msgID, ev.LSN, true)
+		cols := writableOf(t, sh, ev.New, ev.Unchanged, ev.Columns)
 		if rs.write == "" {
-			rs.write = event.KindUpdate
-			rs.vals = map[string]*string{}
+			// The first write of the row in the segment: its event's row
+			// is the plan's from here on, as an INSERT's is.
+			rs.write, rs.cols, rs.vals = event.KindUpdate, cols, ev.New
+			return
 		}
-		for _, name := range writable(t, ev.New, ev.Columns) {
+		for _, name := range cols {
 			if _, seen := rs.vals[name]; !seen {
 				rs.cols = append(rs.cols, name)
 			}
@@ -93,6 +97,26 @@ func keyedQueries(tp *tablePlan) []query {
 	updates := map[string][]*rowState{}
 	inserts := map[string][]*rowState{}
 	var updOrder, insOrder []string
+	// Rows written from whole rows share their column list (the shape's),
+	// whose signature is then worked out once.
+	type colsKey struct {
+		first *string
+		n     int
+		kind  event.Kind
+	}
+	sigs := map[colsKey]string{}
+	signature := func(rs *rowState, sig func() string) string {
+		if len(rs.cols) == 0 {
+			return sig()
+		}
+		k := colsKey{&rs.cols[0], len(rs.cols), rs.write}
+		s, ok := sigs[k]
+		if !ok {
+			s = sig()
+			sigs[k] = s
+		}
+		return s
+	}
 	for _, rs := range tp.order {
 		if rs.del {
 			dels = append(dels, rs)
@@ -102,13 +126,15 @@ func keyedQueries(tp *tablePlan) []query {
 		}
 		switch rs.write {
 		case event.KindUpdate:
-			sig := strings.Join(settable(t, rs.cols, tp.keyCols), "\x00") + "\x01" + strings.Join(identityColumns(t, rs.cols, tp.keyCols), "\x00")
+			sig := signature(rs, func() string {
+				return strings.Join(settable(t, rs.cols, tp.keyCols), "\x00") + "\x01" + strings.Join(identityColumns(t, rs.cols, tp.keyCols), "\x00")
+			})
 			if _, ok := updates[sig]; !ok {
 				updOrder = append(updOrder, sig)
 			}
 			updates[sig] = append(updates[sig], rs)
 		case event.KindInsert:
-			sig := strings.Join(rs.cols, "\x00")
+			sig := signature(rs, func() string { return strings.Join(rs.cols, "\x00") })
 			if _, ok := inserts[sig]; !ok {
 				insOrder = append(insOrder, sig)
 			}

@@ -107,10 +107,12 @@ func (d *Decoder) Decode(payload []byte) (*Frame, error) {
 			return nil, &DecodeError{Reason: fmt.Sprintf("relation %d: %s", i, err)}
 		}
 	}
+	// The frame's events are allocated together, as they live together.
 	f.Changes = make([]*Event, len(raw.changes))
+	evs := make([]Event, len(raw.changes))
 	for i, b := range raw.changes {
-		ev, err := decodeChange(f, rels, b)
-		if err != nil {
+		ev := &evs[i]
+		if err := decodeChange(ev, f, rels, b); err != nil {
 			return nil, &DecodeError{Reason: fmt.Sprintf("change %d of %s: %s", f.FirstChange+i, f.LSN, err)}
 		}
 		ev.Seq = f.FirstChange + i
@@ -328,7 +330,8 @@ type rawChange struct {
 	content          []byte
 }
 
-func decodeChange(f *Frame, rels []*relation, b []byte) (*Event, error) {
+// decodeChange decodes one change into ev.
+func decodeChange(ev *Event, f *Frame, rels []*relation, b []byte) error {
 	var c rawChange
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 		var err error
@@ -365,25 +368,25 @@ func decodeChange(f *Frame, rels []*relation, b []byte) (*Event, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ev := &Event{V: Version, Xid: f.Xid, LSN: f.LSN, CommitTime: f.CommitTime, Origin: f.Origin}
+	*ev = Event{V: Version, Xid: f.Xid, LSN: f.LSN, CommitTime: f.CommitTime, Origin: f.Origin}
 	switch c.op {
 	case opTruncate:
 		ev.Kind, ev.Cascade, ev.RestartIdentity = KindTruncate, c.cascade, c.restart
 		if len(c.truncate) == 0 {
-			return nil, fmt.Errorf("truncate without tables")
+			return fmt.Errorf("truncate without tables")
 		}
 		for _, i := range c.truncate {
 			if i >= uint64(len(rels)) {
-				return nil, fmt.Errorf("truncate of relation %d, frame describes %d", i, len(rels))
+				return fmt.Errorf("truncate of relation %d, frame describes %d", i, len(rels))
 			}
 			ev.Tables = append(ev.Tables, TableName{Schema: rels[i].schema, Table: rels[i].table})
 		}
-		return ev, nil
+		return nil
 	case opMessage:
 		ev.Kind, ev.Prefix, ev.Content = KindMessage, c.prefix, c.content
-		return ev, nil
+		return nil
 	case opInsert:
 		ev.Kind = KindInsert
 	case opUpdate:
@@ -391,32 +394,32 @@ func decodeChange(f *Frame, rels []*relation, b []byte) (*Event, error) {
 	case opDelete:
 		ev.Kind = KindDelete
 	default:
-		return nil, fmt.Errorf("unknown op %d", c.op)
+		return fmt.Errorf("unknown op %d", c.op)
 	}
 	if c.rel >= uint64(len(rels)) {
-		return nil, fmt.Errorf("%s of relation %d, frame describes %d", ev.Kind, c.rel, len(rels))
+		return fmt.Errorf("%s of relation %d, frame describes %d", ev.Kind, c.rel, len(rels))
 	}
 	rel := rels[c.rel]
 	ev.Schema, ev.Table, ev.ReplicaIdentity, ev.Columns = rel.schema, rel.table, rel.identity, rel.columns
 	switch {
 	case ev.Kind != KindDelete && !c.hasNew:
-		return nil, fmt.Errorf("%s without new row", ev.Kind)
+		return fmt.Errorf("%s without new row", ev.Kind)
 	case ev.Kind == KindDelete && !c.hasOld:
-		return nil, fmt.Errorf("delete without old row")
+		return fmt.Errorf("delete without old row")
 	case ev.Kind == KindInsert && c.hasOld, ev.Kind == KindDelete && c.hasNew:
-		return nil, fmt.Errorf("%s with a row it cannot have", ev.Kind)
+		return fmt.Errorf("%s with a row it cannot have", ev.Kind)
 	}
 	if c.hasNew {
 		if ev.New, ev.Unchanged, err = decodeTuple(rel, c.newRow, false); err != nil {
-			return nil, fmt.Errorf("new row: %w", err)
+			return fmt.Errorf("new row: %w", err)
 		}
 	}
 	if c.hasOld {
 		if ev.Old, ev.OldUnchanged, err = decodeTuple(rel, c.oldRow, rel.identity != "full"); err != nil {
-			return nil, fmt.Errorf("old row: %w", err)
+			return fmt.Errorf("old row: %w", err)
 		}
 	}
-	return ev, nil
+	return nil
 }
 
 // decodeTuple reads a tuple into a row by column name; keyOnly keeps only
@@ -425,7 +428,7 @@ func decodeChange(f *Frame, rels []*relation, b []byte) (*Event, error) {
 func decodeTuple(rel *relation, b []byte, keyOnly bool) (map[string]*string, []string, error) {
 	all := string(b)
 	var kinds string
-	var values []string
+	values := make([]string, 0, len(rel.columns))
 	err := fields(b, func(num protowire.Number, typ protowire.Type, _ uint64, bs []byte) error {
 		if typ != protowire.BytesType || (num != fTupleKinds && num != fTupleValues) {
 			return nil

@@ -286,44 +286,58 @@ func (d *decoder) rowEvent(walStart pglogrepl.LSN, kind event.Kind, relID uint32
 	ev := d.envelope(kind)
 	ev.Schema, ev.Table, ev.ReplicaIdentity, ev.Columns = rel.schema, rel.table, rel.identity, rel.columns
 	if newTuple != nil {
-		if ev.New, ev.Unchanged, err = tupleValues(rel, newTuple); err != nil {
+		if ev.New, ev.Unchanged, err = tupleValues(rel, newTuple, false); err != nil {
 			return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
 		}
 	}
 	if oldTuple != nil {
-		if ev.Old, ev.OldUnchanged, err = tupleValues(rel, oldTuple); err != nil {
+		if ev.Old, ev.OldUnchanged, err = tupleValues(rel, oldTuple, rel.identity != "full"); err != nil {
 			return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
-		}
-		// A key-only old tuple sends NULL for non-key columns: keep the key.
-		if rel.identity != "full" {
-			for _, c := range rel.columns {
-				if !c.Key {
-					delete(ev.Old, c.Name)
-				}
-			}
 		}
 	}
 	return ev, nil
 }
 
-func tupleValues(rel *relation, t *pglogrepl.TupleData) (map[string]*string, []string, error) {
+func tupleValues(rel *relation, t *pglogrepl.TupleData, keyOnly bool) (map[string]*string, []string, error) {
 	if len(t.Columns) != len(rel.columns) {
 		return nil, nil, fmt.Errorf("%s.%s: tuple has %d columns, relation has %d", rel.schema, rel.table, len(t.Columns), len(rel.columns))
 	}
+	// The row's values are copied into one string and point into it: three
+	// allocations a row rather than one a value.
+	size := 0
+	for _, c := range t.Columns {
+		size += len(c.Data)
+	}
+	var all strings.Builder
+	all.Grow(size)
+	for _, c := range t.Columns {
+		if c.DataType == pglogrepl.TupleDataTypeText {
+			all.Write(c.Data)
+		}
+	}
+	text, off := all.String(), 0
+	texts := make([]string, len(t.Columns))
 	values := make(map[string]*string, len(t.Columns))
 	var unchanged []string
 	for i, c := range t.Columns {
-		name := rel.columns[i].Name
+		col := rel.columns[i]
+		// A key-only old tuple sends NULL for the columns outside the key:
+		// only the key is kept.
+		keep := !keyOnly || col.Key
 		switch c.DataType {
 		case pglogrepl.TupleDataTypeNull:
-			values[name] = nil
+			if keep {
+				values[col.Name] = nil
+			}
 		case pglogrepl.TupleDataTypeToast:
-			unchanged = append(unchanged, name)
+			unchanged = append(unchanged, col.Name)
 		case pglogrepl.TupleDataTypeText:
-			s := string(c.Data)
-			values[name] = &s
+			texts[i], off = text[off:off+len(c.Data)], off+len(c.Data)
+			if keep {
+				values[col.Name] = &texts[i]
+			}
 		default:
-			return nil, nil, fmt.Errorf("%s.%s column %s: tuple data type %q (binary mode is not used)", rel.schema, rel.table, name, c.DataType)
+			return nil, nil, fmt.Errorf("%s.%s column %s: tuple data type %q (binary mode is not used)", rel.schema, rel.table, col.Name, c.DataType)
 		}
 	}
 	return values, unchanged, nil

@@ -56,6 +56,8 @@ type switcher struct {
 	// the source's sequences it read meanwhile.
 	arrival markerArrival
 	seqs    []sequence
+	// ended is the step whose end the next journal write records.
+	ended *stepEnd
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
@@ -417,10 +419,13 @@ func (s *switcher) finishCursor(ctx context.Context) error {
 	return s.end(ctx, StateDone)
 }
 
-// runStep journals a step's start, runs it, and journals its end.
+// runStep journals a step's start, runs it, and leaves its end for the
+// next journal write: the end of one step and the start of the next are
+// one round trip (one fewer in the pause per step). With an AfterStep hook
+// the end is journaled at once, and the hook runs then.
 func (s *switcher) runStep(ctx context.Context, step string, run func(context.Context) (string, error)) error {
 	start := time.Now()
-	if err := s.both(func(sess *session) error { return sess.step(ctx, s.rec.ID, start, "", "", step) }); err != nil {
+	if err := s.journalStep(ctx, start, step); err != nil {
 		return err
 	}
 	s.rec.Started[step] = start
@@ -431,13 +436,39 @@ func (s *switcher) runStep(ctx context.Context, step string, run func(context.Co
 		s.rep.Steps[len(s.rep.Steps)-1].Detail = err.Error()
 		return err
 	}
-	if err := s.both(func(sess *session) error { return sess.step(ctx, s.rec.ID, end, step, detail, "") }); err != nil {
-		return err
-	}
 	s.rec.Ended[step] = end
+	s.ended = &stepEnd{step: step, detail: detail}
 	s.log.Info("switch step done", "switch", s.rec.ID, "step", step, "took", end.Sub(start), "detail", detail)
 	if s.opts.AfterStep != nil {
-		s.opts.AfterStep(step)
+		// Fault injection stops the process between two steps, the next
+		// one not started: the end is journaled on its own.
+		return s.journalStep(ctx, end, "")
+	}
+	return nil
+}
+
+// stepEnd is a step that ended and whose end is not journaled yet.
+type stepEnd struct {
+	step, detail string
+}
+
+// journalStep records, at at, the end of the step that ended last (if not
+// recorded yet) and the start of step (if not ""), on both clusters in one
+// round trip each.
+func (s *switcher) journalStep(ctx context.Context, at time.Time, step string) error {
+	var ended stepEnd
+	if s.ended != nil {
+		ended = *s.ended
+	}
+	if ended.step == "" && step == "" {
+		return nil
+	}
+	if err := s.both(func(sess *session) error { return sess.step(ctx, s.rec.ID, at, ended.step, ended.detail, step) }); err != nil {
+		return err
+	}
+	s.ended = nil
+	if ended.step != "" && s.opts.AfterStep != nil {
+		s.opts.AfterStep(ended.step)
 	}
 	return nil
 }
@@ -458,12 +489,21 @@ func (s *switcher) end(ctx context.Context, state string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), UndoTimeout)
 	defer cancel()
-	return s.both(func(sess *session) error {
-		if err := sess.reopen(ctx); err != nil {
-			return err
-		}
-		return sess.finish(ctx, s.rec.ID, state, s.rep)
-	})
+	if err := s.both(func(sess *session) error { return sess.reopen(ctx) }); err != nil {
+		return err
+	}
+	if err := s.journalStep(ctx, s.rec.Ended[s.lastEnded()], ""); err != nil {
+		return err
+	}
+	return s.both(func(sess *session) error { return sess.finish(ctx, s.rec.ID, state, s.rep) })
+}
+
+// lastEnded is the step whose end waits to be journaled, "" when none.
+func (s *switcher) lastEnded() string {
+	if s.ended == nil {
+		return ""
+	}
+	return s.ended.step
 }
 
 // fence stops writes on the source: PAUSE on every PgBouncer (all or
