@@ -205,3 +205,84 @@ func TestHookStrategies(t *testing.T) {
 		t.Fatalf("hooks ran:\n%s\nwant the unfence of new last", got)
 	}
 }
+
+// TestDatabaseFenceLeavesNoCommitBehind: clients that bypass PgBouncer and
+// write as fast as they can, in single statements and in transaction
+// blocks, and reconnect when ended, commit nothing on the source once the
+// fence step has ended (before the marker is written). It fails without
+// the terminations or without the read-only default; the window in which
+// a terminated session that was idle could commit (none, see
+// terminateClients) is too narrow for a test to hit.
+func TestDatabaseFenceLeavesNoCommitBehind(t *testing.T) {
+	td := tandemtest.Start(t, 15, 17)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := td.Old.DSN(tandemtest.Database)
+	var commits, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i, stmt := range []string{
+		`INSERT INTO ev_big (aid) VALUES (2)`,
+		`INSERT INTO ev_big (aid) VALUES (2)`,
+		`BEGIN; INSERT INTO ev_big (aid) VALUES (2); INSERT INTO ev_big (aid) VALUES (2); COMMIT`,
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				conn, err := pgx.Connect(ctx, dsn+"&application_name=writer"+strconv.Itoa(i))
+				if err != nil {
+					continue
+				}
+				for ctx.Err() == nil {
+					if _, err := conn.Exec(ctx, stmt); err != nil {
+						refused.Add(1)
+						break
+					}
+					commits.Add(1)
+				}
+				conn.Close(context.Background())
+			}
+		}()
+	}
+	testwait.For(t, time.Minute, "the direct writers committing", func() error {
+		if n := commits.Load(); n < 300 {
+			return fmt.Errorf("%d commits", n)
+		}
+		return nil
+	})
+	// pgtandem's own sessions are spared by the fence: this one reads what
+	// old holds once the fence has ended, before the marker is written.
+	reader, err := pgx.Connect(ctx, dsn+"&application_name=pgtandem-test-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close(context.Background())
+	written := func() (n int64) {
+		if err := reader.QueryRow(context.Background(), `SELECT count(*) FROM ev_big WHERE aid = 2`).Scan(&n); err != nil {
+			t.Error(err)
+		}
+		return n
+	}
+	var atFence int64 = -1
+	opts := td.SwitchOptions(t)
+	opts.AfterStep = func(step string) {
+		if step == switchover.StepFence {
+			atFence = written()
+		}
+	}
+	rep, err := switchover.Run(ctx, td.SwitchConfig("old"), opts, servicetest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wg.Wait()
+	final := written()
+	t.Logf("direct writers: %d commits, %d refused; %d sessions terminated by the fence (%s); %d rows at the fence's end, %d at the end",
+		commits.Load(), refused.Load(), rep.Terminated, rep.Steps[0].Detail, atFence, final)
+	if rep.Terminated < 3 {
+		t.Errorf("the fence terminated %d sessions, want the 3 writers at least", rep.Terminated)
+	}
+	if final != atFence {
+		t.Fatalf("old committed %d rows of the direct writers after the fence step ended", final-atFence)
+	}
+}
