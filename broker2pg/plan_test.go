@@ -474,3 +474,47 @@ func TestUniqueViolationArmsStrictOrder(t *testing.T) {
 		a.cur = nil
 	}
 }
+
+// TestPlanSharedColumns: the decoder gives every change of a relation the
+// same Columns, which the plan caches its checks on. Planned with shared
+// and with separate column lists, the same changes give the same
+// statements, a row with an unchanged TOASTed value included; and a table
+// the schema cache loads again (a column dropped) is checked again.
+func TestPlanSharedColumns(t *testing.T) {
+	changes := func(shared bool) []*event.Event {
+		cols := insert("items", nil).Columns
+		evs := []*event.Event{
+			insert("items", row("id", "1", "name", "a", "qty", "1")),
+			update("items", nil, row("id", "2", "qty", "2")), // name unchanged (TOAST)
+			insert("items", row("id", "3", "name", "c", "qty", "3")),
+			update("items", nil, row("id", "1", "name", "a2", "qty", "4")),
+			update("items", nil, row("id", "4", "name", "d", "qty", "6")),
+		}
+		evs[1].Unchanged = []string{"name"}
+		if shared {
+			for _, ev := range evs {
+				ev.Columns = cols
+			}
+		}
+		return evs
+	}
+	want := planAll(t, newTestPlan(), txn(0x10, changes(false)...))
+	// The row whose name did not change sets qty alone.
+	if !slices.ContainsFunc(want, func(s statement) bool {
+		return strings.Contains(s.sql, `SET "qty" = u.p2::integer FROM`) && slices.Equal(s.args, []string{"[2]", "[2]"})
+	}) {
+		t.Fatalf("no UPDATE of qty alone for the row with an unchanged name among:\n%v", want)
+	}
+	p := newTestPlan()
+	checkStatements(t, planAll(t, p, txn(0x10, changes(true)...)), want)
+	if len(p.shapes) != 1 {
+		t.Fatalf("%d shapes cached for one relation", len(p.shapes))
+	}
+
+	ev := changes(true)[0]
+	p.schema.tables[ev.QualifiedTable()] = testTable("items", [][]string{{"id"}}, "id integer", "name text")
+	var be *BlockedError
+	if err := p.add(context.Background(), ev, pulsar.NewMessageID(1, 1, -1, -1), 100); !errors.As(err, &be) || be.Column != `"qty"` {
+		t.Fatalf("plan against the table loaded again without qty: %v, want a BlockedError naming qty", err)
+	}
+}
