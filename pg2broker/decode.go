@@ -76,6 +76,9 @@ func newDecoder(typeName TypeNamer, originPrefix string) *decoder {
 // decode turns one pgoutput message, received at walStart, into zero or more
 // events.
 func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byte) ([]*event.Event, error) {
+	if isRowMessage(data) {
+		return d.rowChange(walStart, data)
+	}
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
@@ -128,12 +131,6 @@ func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byt
 // TRUNCATE only when all its tables are).
 func (d *decoder) bookkeeping(msg pglogrepl.Message) bool {
 	switch m := msg.(type) {
-	case *pglogrepl.InsertMessage:
-		return d.isBookkeeping(m.RelationID)
-	case *pglogrepl.UpdateMessage:
-		return d.isBookkeeping(m.RelationID)
-	case *pglogrepl.DeleteMessage:
-		return d.isBookkeeping(m.RelationID)
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
 			if !d.isBookkeeping(id) {
@@ -247,12 +244,6 @@ func (d *decoder) rel(walStart pglogrepl.LSN, id uint32) (*relation, error) {
 
 func (d *decoder) change(walStart pglogrepl.LSN, msg pglogrepl.Message) (*event.Event, error) {
 	switch m := msg.(type) {
-	case *pglogrepl.InsertMessage:
-		return d.rowEvent(walStart, event.KindInsert, m.RelationID, nil, m.Tuple)
-	case *pglogrepl.UpdateMessage:
-		return d.rowEvent(walStart, event.KindUpdate, m.RelationID, m.OldTuple, m.NewTuple)
-	case *pglogrepl.DeleteMessage:
-		return d.rowEvent(walStart, event.KindDelete, m.RelationID, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
 		ev := d.envelope(event.KindTruncate)
 		ev.Cascade = m.Option&1 != 0
@@ -278,67 +269,39 @@ func (d *decoder) change(walStart pglogrepl.LSN, msg pglogrepl.Message) (*event.
 	}
 }
 
-func (d *decoder) rowEvent(walStart pglogrepl.LSN, kind event.Kind, relID uint32, oldTuple, newTuple *pglogrepl.TupleData) (*event.Event, error) {
-	rel, err := d.rel(walStart, relID)
+// rowChange decodes an Insert, Update or Delete message, in the place of
+// decode's steps for the other changes: outside a transaction it is an
+// error, in a skipped one or of a bookkeeping table nothing.
+func (d *decoder) rowChange(walStart pglogrepl.LSN, data []byte) ([]*event.Event, error) {
+	if d.begin == nil {
+		return nil, &ProtocolError{LSN: walStart, Reason: fmt.Sprintf("%s outside a transaction", pglogrepl.MessageType(data[0]))}
+	}
+	if d.skipping {
+		return nil, nil
+	}
+	m, err := parseRowMessage(data)
+	if err != nil {
+		return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
+	}
+	if d.isBookkeeping(m.relation) {
+		return nil, nil
+	}
+	out := d.flushBegin()
+	rel, err := d.rel(walStart, m.relation)
 	if err != nil {
 		return nil, err
 	}
-	ev := d.envelope(kind)
+	ev := d.envelope(m.kind)
 	ev.Schema, ev.Table, ev.ReplicaIdentity, ev.Columns = rel.schema, rel.table, rel.identity, rel.columns
-	if newTuple != nil {
-		if ev.New, ev.Unchanged, err = tupleValues(rel, newTuple, false); err != nil {
+	if m.new != nil {
+		if ev.New, ev.Unchanged, err = tupleValues(rel, m.new, false); err != nil {
 			return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
 		}
 	}
-	if oldTuple != nil {
-		if ev.Old, ev.OldUnchanged, err = tupleValues(rel, oldTuple, rel.identity != "full"); err != nil {
+	if m.old != nil {
+		if ev.Old, ev.OldUnchanged, err = tupleValues(rel, m.old, rel.identity != "full"); err != nil {
 			return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
 		}
 	}
-	return ev, nil
-}
-
-func tupleValues(rel *relation, t *pglogrepl.TupleData, keyOnly bool) (map[string]*string, []string, error) {
-	if len(t.Columns) != len(rel.columns) {
-		return nil, nil, fmt.Errorf("%s.%s: tuple has %d columns, relation has %d", rel.schema, rel.table, len(t.Columns), len(rel.columns))
-	}
-	// The row's values are copied into one string and point into it: three
-	// allocations a row rather than one a value.
-	size := 0
-	for _, c := range t.Columns {
-		size += len(c.Data)
-	}
-	var all strings.Builder
-	all.Grow(size)
-	for _, c := range t.Columns {
-		if c.DataType == pglogrepl.TupleDataTypeText {
-			all.Write(c.Data)
-		}
-	}
-	text, off := all.String(), 0
-	texts := make([]string, len(t.Columns))
-	values := make(map[string]*string, len(t.Columns))
-	var unchanged []string
-	for i, c := range t.Columns {
-		col := rel.columns[i]
-		// A key-only old tuple sends NULL for the columns outside the key:
-		// only the key is kept.
-		keep := !keyOnly || col.Key
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull:
-			if keep {
-				values[col.Name] = nil
-			}
-		case pglogrepl.TupleDataTypeToast:
-			unchanged = append(unchanged, col.Name)
-		case pglogrepl.TupleDataTypeText:
-			texts[i], off = text[off:off+len(c.Data)], off+len(c.Data)
-			if keep {
-				values[col.Name] = &texts[i]
-			}
-		default:
-			return nil, nil, fmt.Errorf("%s.%s column %s: tuple data type %q (binary mode is not used)", rel.schema, rel.table, col.Name, c.DataType)
-		}
-	}
-	return values, unchanged, nil
+	return append(out, ev), nil
 }

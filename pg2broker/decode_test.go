@@ -32,7 +32,7 @@ type recordedMessage struct {
 	data     []byte
 }
 
-func readRecording(t *testing.T, name string) []recordedMessage {
+func readRecording(t testing.TB, name string) []recordedMessage {
 	t.Helper()
 	f, err := os.Open(filepath.Join("testdata", "pgoutput", name))
 	if err != nil {
