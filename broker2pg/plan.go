@@ -137,7 +137,7 @@ func (p *plan) addEvent(ctx context.Context, ev *event.Event, msgID pulsar.Messa
 		return withMessage(err, msgID, ev.LSN)
 	}
 	if ev.ReplicaIdentity == "full" || len(sh.keyCols) == 0 {
-		return p.addKeyless(t, ev, msgID)
+		return p.addKeyless(t, sh, ev, msgID)
 	}
 	p.addKeyed(t, sh, ev, msgID)
 	return nil

@@ -12,13 +12,13 @@ import (
 
 // addKeyless plans a change of a table matched by whole rows (REPLICA
 // IDENTITY FULL).
-func (p *plan) addKeyless(t *targetTable, ev *event.Event, msgID pulsar.MessageID) error {
+func (p *plan) addKeyless(t *targetTable, sh *shape, ev *event.Event, msgID pulsar.MessageID) error {
 	switch ev.Kind {
 	case event.KindUpdate:
 		p.addKeylessUpdate(t, ev, msgID)
 		return nil
 	case event.KindInsert:
-		return p.appendRun(t, ev.Kind, writable(t, ev.New, ev.Columns), ev.New, msgID, ev.LSN)
+		return p.appendRun(t, ev.Kind, writableOf(t, sh, ev.New, ev.Unchanged, ev.Columns), ev.New, msgID, ev.LSN)
 	default:
 		return p.appendRun(t, ev.Kind, present(ev.Old, ev.OldUnchanged, ev.Columns), ev.Old, msgID, ev.LSN)
 	}

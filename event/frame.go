@@ -89,6 +89,8 @@ func DecodeFrame(payload []byte) (*Frame, error) { return NewDecoder().Decode(pa
 type Decoder struct {
 	// relations by their encoded description.
 	relations map[string]*relation
+	// raw is the last frame's parts, its slices reused for the next.
+	raw rawFrame
 }
 
 // NewDecoder returns a Decoder.
@@ -96,10 +98,14 @@ func NewDecoder() *Decoder { return &Decoder{relations: map[string]*relation{}} 
 
 // Decode decodes one message payload, as DecodeFrame.
 func (d *Decoder) Decode(payload []byte) (*Frame, error) {
-	raw, err := parseFrame(payload)
+	d.raw.relations, d.raw.changes = d.raw.relations[:0], d.raw.changes[:0]
+	raw, err := parseFrame(payload, d.raw)
+	d.raw = raw
 	if err != nil {
 		return nil, err
 	}
+	// The frame's values are substrings of one copy of it, made here once.
+	ft := frameText{payload: payload, text: string(payload)}
 	f := &Frame{Header: raw.header}
 	rels := make([]*relation, len(raw.relations))
 	for i, b := range raw.relations {
@@ -112,7 +118,7 @@ func (d *Decoder) Decode(payload []byte) (*Frame, error) {
 	evs := make([]Event, len(raw.changes))
 	for i, b := range raw.changes {
 		ev := &evs[i]
-		if err := decodeChange(ev, f, rels, b); err != nil {
+		if err := decodeChange(ev, f, rels, ft, b); err != nil {
 			return nil, &DecodeError{Reason: fmt.Sprintf("change %d of %s: %s", f.FirstChange+i, f.LSN, err)}
 		}
 		ev.Seq = f.FirstChange + i
@@ -125,7 +131,7 @@ func (d *Decoder) Decode(payload []byte) (*Frame, error) {
 // the frame holds, without checking them: where a capture resumes after
 // the topic's last frame, even one a consumer cannot apply.
 func DecodeHeader(payload []byte) (Header, int, error) {
-	raw, err := parseFrame(payload)
+	raw, err := parseFrame(payload, rawFrame{})
 	return raw.header, len(raw.changes), err
 }
 
@@ -136,9 +142,10 @@ type rawFrame struct {
 	relations, changes [][]byte
 }
 
-// parseFrame reads the top level of a frame and checks the header.
-func parseFrame(b []byte) (rawFrame, error) {
-	var raw rawFrame
+// parseFrame reads the top level of a frame and checks the header; raw's
+// slices, empty, are appended to.
+func parseFrame(b []byte, raw rawFrame) (rawFrame, error) {
+	raw.header = Header{}
 	var version, commitUs uint64
 	h := &raw.header
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
@@ -331,7 +338,7 @@ type rawChange struct {
 }
 
 // decodeChange decodes one change into ev.
-func decodeChange(ev *Event, f *Frame, rels []*relation, b []byte) error {
+func decodeChange(ev *Event, f *Frame, rels []*relation, ft frameText, b []byte) error {
 	var c rawChange
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 		var err error
@@ -410,33 +417,43 @@ func decodeChange(ev *Event, f *Frame, rels []*relation, b []byte) error {
 		return fmt.Errorf("%s with a row it cannot have", ev.Kind)
 	}
 	if c.hasNew {
-		if ev.New, ev.Unchanged, err = decodeTuple(rel, c.newRow, false); err != nil {
+		if ev.New, ev.Unchanged, err = decodeTuple(rel, ft, c.newRow, false); err != nil {
 			return fmt.Errorf("new row: %w", err)
 		}
 	}
 	if c.hasOld {
-		if ev.Old, ev.OldUnchanged, err = decodeTuple(rel, c.oldRow, rel.identity != "full"); err != nil {
+		if ev.Old, ev.OldUnchanged, err = decodeTuple(rel, ft, c.oldRow, rel.identity != "full"); err != nil {
 			return fmt.Errorf("old row: %w", err)
 		}
 	}
 	return nil
 }
 
+// frameText is a frame's payload and one string copy of it, which the
+// values of its rows share.
+type frameText struct {
+	payload []byte
+	text    string
+}
+
+// of returns the string of bs, which lies inside the payload: the
+// difference of their capacities is its offset.
+func (t frameText) of(bs []byte) string {
+	off := cap(t.payload) - cap(bs)
+	return t.text[off : off+len(bs)]
+}
+
 // decodeTuple reads a tuple into a row by column name; keyOnly keeps only
 // the key columns (the others of a key-only old row are NULL placeholders).
-// The tuple's bytes become one string, which its values share.
-func decodeTuple(rel *relation, b []byte, keyOnly bool) (map[string]*string, []string, error) {
-	all := string(b)
+// Its values are substrings of the frame's text.
+func decodeTuple(rel *relation, ft frameText, b []byte, keyOnly bool) (map[string]*string, []string, error) {
 	var kinds string
 	values := make([]string, 0, len(rel.columns))
 	err := fields(b, func(num protowire.Number, typ protowire.Type, _ uint64, bs []byte) error {
 		if typ != protowire.BytesType || (num != fTupleKinds && num != fTupleValues) {
 			return nil
 		}
-		// bs lies inside b, so the difference of their capacities is its
-		// offset in b, and in all.
-		off := cap(b) - cap(bs)
-		v := all[off : off+len(bs)]
+		v := ft.of(bs)
 		if num == fTupleKinds {
 			kinds = v
 		} else {
