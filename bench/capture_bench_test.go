@@ -62,6 +62,12 @@ func pgbenchBacklog(b *testing.B, srv *pglocal.Server, txns int, slots ...string
 	}
 	clients := 8
 	run(b, "pgbench", "-n", "-c", strconv.Itoa(clients), "-j", "2", "-t", strconv.Itoa(txns/clients), srv.DSN("postgres"))
+	// The backlog's last transaction: a drain is done when this row is on
+	// the target, which a waiter reads for nearly nothing (counting
+	// pgbench_history every few milliseconds would tax the target's CPU
+	// while it is measured).
+	sql(b, conn, `CREATE TABLE bench_end (done int PRIMARY KEY)`)
+	sql(b, conn, `INSERT INTO bench_end VALUES (1)`)
 	var end string
 	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&end); err != nil {
 		b.Fatal(err)
@@ -96,6 +102,7 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	stopProfile := profilePhase(b, "PGTANDEM_BENCH_CAPTURE_PROFILE")
 	cpuBefore := cpuTime()
 	start = time.Now()
 	go func() { done <- svc.Run(ctx) }()
@@ -112,6 +119,7 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	}
 	ours := time.Since(start)
 	cpu := cpuTime() - cpuBefore
+	stopProfile()
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
@@ -193,4 +201,55 @@ func peakRSS(b *testing.B, pid int) int {
 	}
 	b.Fatal("no VmHWM")
 	return 0
+}
+
+// serverCPU is the CPU time used so far by a server's postmaster and the
+// processes it started that are still running (a walsender, an apply
+// worker, a backend): with cpuTime, where a drain's CPU goes.
+func serverCPU(b *testing.B, srv *pglocal.Server) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(filepath.Join(srv.DataDir, "postmaster.pid"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		b.Fatal(err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, cpu, ok := procStat(pid); ok && (pid == postmaster || ppid == postmaster) {
+			total += cpu
+		}
+	}
+	return total
+}
+
+// procStat reads a process's parent and CPU time (user + system) from
+// /proc/<pid>/stat.
+func procStat(pid int) (ppid int, cpu time.Duration, ok bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	// Fields after the parenthesised command: state ppid ... utime(14) stime(15).
+	_, rest, found := strings.Cut(string(stat), ") ")
+	f := strings.Fields(rest)
+	if !found || len(f) < 13 {
+		return 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	// USER_HZ is 100 on Linux.
+	return ppid, time.Duration(u+s) * 10 * time.Millisecond, true
 }

@@ -58,7 +58,7 @@ func (s *Service) session(ctx context.Context) error {
 		log.Info("created slot", "at", src.confirmed)
 	}
 
-	repl, err := catalog.ConnectReplication(ctx, s.cfg.DSN)
+	repl, err := catalog.ConnectReplication(ctx, s.cfg.DSN, catalog.WrapDial(coalescingDial))
 	if err != nil {
 		return fmt.Errorf("replication connection to source: %w", err)
 	}

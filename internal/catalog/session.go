@@ -83,7 +83,7 @@ func Connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 // dsn with TextSettings pinned. pgoutput prints every value with the
 // walsender's output functions, so its settings, not the source's
 // defaults, decide what the events carry.
-func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+func ConnectReplication(ctx context.Context, dsn string, opts ...ReplicationOption) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
@@ -91,7 +91,20 @@ func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error)
 	PinTextSettings(cfg)
 	nameSession(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
+	for _, opt := range opts {
+		opt(cfg)
+	}
 	return pgconn.ConnectConfig(ctx, cfg)
+}
+
+// ReplicationOption adjusts a replication connection's configuration, as
+// WrapDial does.
+type ReplicationOption func(*pgconn.Config)
+
+// WrapDial makes the connection dial through wrap(pgconn's dialer): a
+// reader of the slot shapes its socket's reads so.
+func WrapDial(wrap func(pgconn.DialFunc) pgconn.DialFunc) ReplicationOption {
+	return func(cfg *pgconn.Config) { cfg.DialFunc = wrap(cfg.DialFunc) }
 }
 
 // nameSession names a session "pgtandem" in pg_stat_activity unless the DSN
