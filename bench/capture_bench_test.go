@@ -84,10 +84,12 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	srv := pgtest.Start(b, 15, pgtest.WithSetting("synchronous_commit", "off"))
 	end := pgbenchBacklog(b, srv, txns, "bench_recvlogical", "pgtandem_bench")
 
+	srcBefore := serverCPU(b, srv)
 	start := time.Now()
 	run(b, "/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", srv.DSN("postgres"), "--slot", "bench_recvlogical", "--start",
 		"-P", "pgoutput", "-o", "proto_version=1", "-o", "publication_names=pgtandem", "-E", end.String(), "-f", "/dev/null", "--no-loop")
 	native := time.Since(start)
+	nativeSrcCPU := serverCPU(b, srv) - srcBefore
 
 	bk := brokertest.Start(b)
 	cfg := pg2broker.DefaultConfig()
@@ -104,6 +106,7 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	done := make(chan error, 1)
 	stopProfile := profilePhase(b, "PGTANDEM_BENCH_CAPTURE_PROFILE")
 	cpuBefore := cpuTime()
+	srcBefore = serverCPU(b, srv)
 	start = time.Now()
 	go func() { done <- svc.Run(ctx) }()
 	for svc.Ready() != nil {
@@ -119,6 +122,7 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	}
 	ours := time.Since(start)
 	cpu := cpuTime() - cpuBefore
+	oursSrcCPU := serverCPU(b, srv) - srcBefore
 	stopProfile()
 	cancel()
 	if err := <-done; err != nil {
@@ -132,6 +136,7 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(changes), "cpu-us/change")
 	fmt.Printf("capture drain of %d pgbench transactions: pg_recvlogical %.2fs, pg2broker %.2fs (of which %.2fs start-up; %.0f txn/s; %.2fs CPU with the broker: %.2f CPU-µs per change), speed ratio pg_recvlogical/pg2broker %.2f (target >= 1.2)\n",
 		txns, native.Seconds(), ours.Seconds(), startup.Seconds(), float64(txns)/ours.Seconds(), cpu.Seconds(), float64(cpu.Microseconds())/float64(changes), native.Seconds()/ours.Seconds())
+	fmt.Printf("CPU seconds of the source cluster (its walsender) while draining: for pg_recvlogical %.2f, for pg2broker %.2f\n", nativeSrcCPU.Seconds(), oursSrcCPU.Seconds())
 }
 
 // BenchmarkCaptureLargeTxnRSS streams one 1,000,000-row transaction through
@@ -204,8 +209,8 @@ func peakRSS(b *testing.B, pid int) int {
 }
 
 // serverCPU is the CPU time used so far by a server's postmaster and the
-// processes it started that are still running (a walsender, an apply
-// worker, a backend): with cpuTime, where a drain's CPU goes.
+// processes it started (a walsender, an apply worker, a backend): with
+// cpuTime, where a drain's CPU goes.
 func serverCPU(b *testing.B, srv *pglocal.Server) time.Duration {
 	b.Helper()
 	data, err := os.ReadFile(filepath.Join(srv.DataDir, "postmaster.pid"))
@@ -227,29 +232,39 @@ func serverCPU(b *testing.B, srv *pglocal.Server) time.Duration {
 		if err != nil {
 			continue
 		}
-		if ppid, cpu, ok := procStat(pid); ok && (pid == postmaster || ppid == postmaster) {
+		ppid, cpu, children, ok := procStat(pid)
+		switch {
+		case !ok:
+		case pid == postmaster:
+			// With the children it has reaped: a walsender that has exited.
+			total += cpu + children
+		case ppid == postmaster:
 			total += cpu
 		}
 	}
 	return total
 }
 
-// procStat reads a process's parent and CPU time (user + system) from
-// /proc/<pid>/stat.
-func procStat(pid int) (ppid int, cpu time.Duration, ok bool) {
+// procStat reads a process's parent, its CPU time (user + system) and
+// that of the children it has waited for from /proc/<pid>/stat.
+func procStat(pid int) (ppid int, cpu, children time.Duration, ok bool) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	// Fields after the parenthesised command: state ppid ... utime(14) stime(15).
+	// Fields after the parenthesised command: state ppid ... utime(14)
+	// stime(15) cutime(16) cstime(17), numbered as in proc(5).
 	_, rest, found := strings.Cut(string(stat), ") ")
 	f := strings.Fields(rest)
-	if !found || len(f) < 13 {
-		return 0, 0, false
+	if !found || len(f) < 15 {
+		return 0, 0, 0, false
 	}
 	ppid, _ = strconv.Atoi(f[1])
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
+	var ticks [4]int64
+	for i := range ticks {
+		ticks[i], _ = strconv.ParseInt(f[11+i], 10, 64)
+	}
 	// USER_HZ is 100 on Linux.
-	return ppid, time.Duration(u+s) * 10 * time.Millisecond, true
+	tick := 10 * time.Millisecond
+	return ppid, time.Duration(ticks[0]+ticks[1]) * tick, time.Duration(ticks[2]+ticks[3]) * tick, true
 }
