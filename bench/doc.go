@@ -11,5 +11,7 @@
 // Switches: PGTANDEM_BENCH_TXNS sets the size of the pgbench backlog
 // (default 100,000 transactions); PGTANDEM_BENCH_PIPELINE_PROFILE and
 // PGTANDEM_BENCH_ALONE_PROFILE name files for CPU profiles of the apply
-// benchmark's pipeline phase and of its broker2pg-alone phase only.
+// benchmark's pipeline phase and of its broker2pg-alone phase only, and
+// PGTANDEM_BENCH_CAPTURE_PROFILE one of the capture benchmark's pg2broker
+// phase.
 package bench
