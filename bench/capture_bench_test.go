@@ -213,12 +213,7 @@ func peakRSS(b *testing.B, pid int) int {
 // cpuTime, where a drain's CPU goes.
 func serverCPU(b *testing.B, srv *pglocal.Server) time.Duration {
 	b.Helper()
-	data, err := os.ReadFile(filepath.Join(srv.DataDir, "postmaster.pid"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	postmaster, err := strconv.Atoi(strings.TrimSpace(first))
+	postmaster, err := srv.PostmasterPID()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -155,7 +155,7 @@ func (s *Server) Stop(ctx context.Context) error {
 // crash of the machine would, and waits until they are gone so that the server
 // can be started again over the same data directory.
 func (s *Server) Kill(ctx context.Context) error {
-	pid, err := s.postmasterPID()
+	pid, err := s.PostmasterPID()
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func (s *Server) Remove(ctx context.Context) error {
 
 // Running reports whether the postmaster of this data directory is alive.
 func (s *Server) Running() bool {
-	pid, err := s.postmasterPID()
+	pid, err := s.PostmasterPID()
 	return err == nil && syscall.Kill(pid, 0) == nil && !isZombie(pid)
 }
 
@@ -214,7 +214,9 @@ func (s *Server) LogTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (s *Server) postmasterPID() (int, error) {
+// PostmasterPID reads the running server's postmaster process id from
+// postmaster.pid in its data directory.
+func (s *Server) PostmasterPID() (int, error) {
 	data, err := os.ReadFile(filepath.Join(s.DataDir, "postmaster.pid"))
 	if err != nil {
 		return 0, fmt.Errorf("PostgreSQL %d in %s is not running: %w", s.Major, s.DataDir, err)
