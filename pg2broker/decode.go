@@ -79,7 +79,11 @@ func (d *decoder) decode(ctx context.Context, walStart pglogrepl.LSN, data []byt
 	if isRowMessage(data) {
 		return d.rowChange(walStart, data)
 	}
-	msg, err := pglogrepl.Parse(data)
+	// data may lie in the replication connection's read buffer, and
+	// pglogrepl's messages alias it (a logical message's content): a copy
+	// outlives the next read. Row messages, nearly all of a stream, are
+	// copied by tupleValues alone.
+	msg, err := pglogrepl.Parse(bytes.Clone(data))
 	if err != nil {
 		return nil, &ProtocolError{LSN: walStart, Reason: err.Error()}
 	}

@@ -1,7 +1,6 @@
 package pg2broker
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -52,10 +51,17 @@ func (st *stream) run(ctx context.Context) error {
 	defer stopWake()
 
 	interval := st.svc.cfg.StatusInterval
-	nextStatus := time.Now().Add(interval)
+	var nextStatus time.Time
+	arm := func(now time.Time) error {
+		nextStatus = now.Add(interval)
+		if err := sock.SetReadDeadline(nextStatus); err != nil {
+			return fmt.Errorf("set read deadline on the replication connection: %w", err)
+		}
+		return nil
+	}
 	nextLag := time.Now()
-	if err := sock.SetReadDeadline(nextStatus); err != nil {
-		return fmt.Errorf("set read deadline on the replication connection: %w", err)
+	if err := arm(nextLag); err != nil {
+		return err
 	}
 	for {
 		if _, err := st.tracker.position(); err != nil {
@@ -72,9 +78,8 @@ func (st *stream) run(ctx context.Context) error {
 				st.measureLag(ctx)
 				nextLag = now.Add(5 * time.Second)
 			}
-			nextStatus = now.Add(interval)
-			if err := sock.SetReadDeadline(nextStatus); err != nil {
-				return fmt.Errorf("set read deadline on the replication connection: %w", err)
+			if err := arm(now); err != nil {
+				return err
 			}
 			// ctx may have ended before the new deadline replaced the one
 			// its AfterFunc set.
@@ -92,9 +97,9 @@ func (st *stream) run(ctx context.Context) error {
 		}
 		switch msg := raw.(type) {
 		case *pgproto3.CopyData:
-			// The decoder may keep parts of a message (a logical message's
-			// content) past the next read, which reuses pgconn's buffer.
-			replyNow, err := st.handle(ctx, bytes.Clone(msg.Data))
+			// msg.Data lies in pgconn's buffer, which the next read reuses:
+			// the decoder copies what it keeps.
+			replyNow, err := st.handle(ctx, msg.Data)
 			if err != nil {
 				return err
 			}
