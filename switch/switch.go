@@ -535,6 +535,7 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 	} else {
 		readOnly <- nil
 	}
+	var fenceErr error
 	if s.cfg.has(FencePgBouncer) {
 		pauseCtx, cancel := context.WithTimeout(ctx, s.cfg.PauseTimeout)
 		err := s.eachBouncer(func(_ int, b *PgBouncer) error {
@@ -549,18 +550,16 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 			return b.Pause(pauseCtx, s.cfg.PgBouncer.Database)
 		})
 		cancel()
-		// Undoing a failed fence unfences the database: the ALTER must not
-		// land after that.
-		roErr := <-readOnly
-		if err != nil {
-			return "", err
-		}
-		if roErr != nil {
-			return "", roErr
-		}
+		fenceErr = err
 		details = append(details, fmt.Sprintf("%d PgBouncer paused in %s", len(s.bouncers), ms(time.Since(start))))
-	} else if err := <-readOnly; err != nil {
-		return "", err
+	}
+	// Waited for before any return: undoing a failed fence unfences the
+	// database, and the ALTER must not land after that.
+	if err := <-readOnly; fenceErr == nil && err != nil {
+		fenceErr = err
+	}
+	if fenceErr != nil {
+		return "", fenceErr
 	}
 	if s.cfg.has(FenceDatabase) {
 		terminating := time.Now()
