@@ -135,12 +135,53 @@ func (s *Server) Restart(ctx context.Context) error {
 			break
 		}
 	}
-	// pg_ctl may have been stopped (ctx cancelled) after it forked the
-	// postmaster: stop that server, or nothing would ever stop it.
-	if s.Running() {
-		_ = s.run(context.Background(), s.bin.Path("pg_ctl"), "stop", "-w", "-t", "60", "-m", "immediate", "-D", s.DataDir)
-	}
+	s.abandonStart()
 	return fmt.Errorf("start PostgreSQL %d in %s: %w\n%s", s.Major, s.DataDir, err, s.LogTail(30))
+}
+
+// abandonStart stops whatever a failed or cancelled pg_ctl start left
+// behind. pg_ctl may have been killed (ctx ended) after it forked the
+// postmaster but before that postmaster wrote postmaster.pid: a look at the
+// pid file alone would miss it, and nothing would ever stop it. So it waits,
+// for at most two minutes, until no process started for this data directory
+// is left: each one that has written its pid file is stopped (immediate
+// mode), each one still starting is given the time to write it or exit.
+func (s *Server) abandonStart() {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if s.Running() {
+			_ = s.run(context.Background(), s.bin.Path("pg_ctl"), "stop", "-w", "-t", "60", "-m", "immediate", "-D", s.DataDir)
+		}
+		if !s.starting() || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// starting reports whether a live process was started for this data
+// directory: pg_ctl's fork, the shell it runs, or the postmaster that shell
+// became, found by the data directory among their arguments in /proc
+// (pg_ctl's shell gets it quoted inside its -c script).
+func (s *Server) starting() bool {
+	entries, _ := os.ReadDir("/proc")
+	quoted := []byte(`"` + s.DataDir + `"`)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || isZombie(pid) {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		for _, arg := range bytes.Split(cmdline, []byte{0}) {
+			if string(arg) == s.DataDir || bytes.Contains(arg, quoted) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Stop shuts the server down cleanly (pg_ctl stop -m fast).
