@@ -133,7 +133,9 @@ func (p *Pgbench) Wait(t testing.TB) *PgbenchResult {
 // readTxnLog reads pgbench's per-transaction log: client_id
 // transaction_no time script_no time_epoch time_us schedule_lag, time and
 // schedule_lag in microseconds, time "failed" or "skipped" for a
-// transaction that did not complete.
+// transaction that did not complete. With --rate, time counts from the
+// scheduled start: it already holds schedule_lag (pgbench computes both
+// from txn_scheduled), so the scheduled start is the end minus time alone.
 func readTxnLog(path string) ([]Txn, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -156,7 +158,10 @@ func readTxnLog(path string) ([]Txn, error) {
 		end := time.Unix(sec, usec*1000)
 		x := Txn{End: end}
 		if took, err := strconv.ParseInt(fields[2], 10, 64); err == nil {
-			x.Start = end.Add(-time.Duration(took+lag) * time.Microsecond)
+			if took < lag {
+				return nil, fmt.Errorf("%s: time %d µs shorter than its schedule lag %d µs: does this pgbench count time from the actual start? %q", path, took, lag, sc.Text())
+			}
+			x.Start = end.Add(-time.Duration(took) * time.Microsecond)
 		} else {
 			x.Start, x.Failed = end, true
 		}
