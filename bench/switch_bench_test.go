@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -133,9 +132,12 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 		b.Errorf("pgtandem: pgbench exited with code %d, %d failed transactions:\n%s", res.ExitCode, res.Failed, res.Output)
 	}
 	clientPauses(res, pauses)
-	slowest := slices.MaxFunc(pauses, func(x, y pause) int { return cmp.Compare(x.reported(), y.reported()) })
-	b.Logf("pgtandem, %d switches in %.0f s of a %.0f s load (%s); pause ms as reported/as clients saw it: %s; slowest switch, ms per step: %s",
-		switches, switched.Seconds(), pgtandemLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, nil), slowest.steps)
+	var timelines []string
+	for i, p := range pauses {
+		timelines = append(timelines, fmt.Sprintf("%d: %s", i+1, p.steps))
+	}
+	b.Logf("pgtandem, %d switches in %.0f s of a %.0f s load (%s); pause ms as reported/as clients saw it: %s; ms per step of each switch (odd ones old -> new):\n%s",
+		switches, switched.Seconds(), pgtandemLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, nil), strings.Join(timelines, "\n"))
 	return pauses
 }
 

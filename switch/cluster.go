@@ -261,20 +261,6 @@ func (s *session) waitMarker(ctx context.Context, id, source string) (markerArri
 	}
 }
 
-// appliedMessage is the message id of the last transaction of source that
-// the cluster applied, "" when none.
-func (s *session) appliedMessage(ctx context.Context, source string) (string, error) {
-	var id string
-	err := s.conn.QueryRow(ctx, `SELECT coalesce(message_id, '') FROM pgtandem.apply_progress WHERE source_cluster = $1`, source).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("cluster %s: read apply_progress of %s: %w", s.name, source, err)
-	}
-	return id, nil
-}
-
 // sequence is one sequence's state: nextval returns LastValue+increment
 // when IsCalled, LastValue itself otherwise.
 type sequence struct {
@@ -309,6 +295,33 @@ func sequenceReadSQL(names []string) string {
 	return strings.Join(parts, " UNION ALL ")
 }
 
+// readAtFence reads, in one round trip on the fenced source, every
+// sequence of names and the message id of the last transaction of source
+// (the target's topic) that the cluster applied, "" when none: where the
+// reverse flow stands when clients move.
+func (s *session) readAtFence(ctx context.Context, names []string, source string) ([]sequence, string, error) {
+	b := &pgx.Batch{}
+	var seqs []sequence
+	if len(names) > 0 {
+		b.Queue(sequenceReadSQL(names)).Query(func(rows pgx.Rows) error {
+			var err error
+			seqs, err = scanSequences(rows, names)
+			return err
+		})
+	}
+	var applied string
+	b.Queue(`SELECT coalesce(message_id, '') FROM pgtandem.apply_progress WHERE source_cluster = $1`, source).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&applied); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		return nil
+	})
+	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, "", fmt.Errorf("cluster %s: read sequences and apply_progress of %s: %w", s.name, source, err)
+	}
+	return seqs, applied, nil
+}
+
 // readSequences reads every sequence of names in one round trip.
 func (s *session) readSequences(ctx context.Context, names []string) ([]sequence, error) {
 	if len(names) == 0 {
@@ -318,18 +331,24 @@ func (s *session) readSequences(ctx context.Context, names []string) ([]sequence
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: read sequences: %w", s.name, err)
 	}
-	out := make([]sequence, len(names))
-	var i int
-	var seq sequence
-	_, err = pgx.ForEachRow(rows, []any{&i, &seq.LastValue, &seq.IsCalled}, func() error {
-		seq.Name = names[i]
-		out[i] = seq
-		return nil
-	})
+	out, err := scanSequences(rows, names)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: read sequences: %w", s.name, err)
 	}
 	return out, nil
+}
+
+// scanSequences reads the rows of sequenceReadSQL(names).
+func scanSequences(rows pgx.Rows, names []string) ([]sequence, error) {
+	out := make([]sequence, len(names))
+	var i int
+	var seq sequence
+	_, err := pgx.ForEachRow(rows, []any{&i, &seq.LastValue, &seq.IsCalled}, func() error {
+		seq.Name = names[i]
+		out[i] = seq
+		return nil
+	})
+	return out, err
 }
 
 // setSequences sets every sequence exactly (setval with is_called) in one

@@ -93,24 +93,31 @@ func (s *session) begin(ctx context.Context, r *record) error {
 	return nil
 }
 
-// stepSQL ends step $3 (when not empty) and starts step $4 (when not empty)
-// of switch $1 at $2, in one round trip. synchronous_commit is off for it:
+// stepSQL records step $2 of switch $1 as started at $3 and, when $4 is
+// not null, ended then with detail $5. synchronous_commit is off for it:
 // the journal outlives the switch process, which is what it is for, and a
-// flush per step would lengthen the write pause; a crash of PostgreSQL
+// flush per write would lengthen the write pause; a crash of PostgreSQL
 // itself in the window may lose the last step records, and every step can
 // run again.
-const stepSQL = `WITH ended AS (
-	UPDATE pgtandem.switch_steps SET ended_at = $2, detail = nullif($5, '') WHERE switch_id = $1 AND step = $3 AND $3 <> ''
-), started AS (
-	INSERT INTO pgtandem.switch_steps (switch_id, step, started_at) SELECT $1, $4, $2 WHERE $4 <> ''
-	ON CONFLICT (switch_id, step) DO UPDATE SET started_at = EXCLUDED.started_at, ended_at = NULL
+const stepSQL = `WITH recorded AS (
+	INSERT INTO pgtandem.switch_steps (switch_id, step, started_at, ended_at, detail) VALUES ($1, $2, $3, $4, nullif($5, ''))
+	ON CONFLICT (switch_id, step) DO UPDATE SET started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, detail = EXCLUDED.detail
 ) SELECT set_config('synchronous_commit', 'off', true)`
 
-func (s *session) step(ctx context.Context, id string, at time.Time, ended, detail, started string) error {
-	// One statement, its own transaction: set_config(..., true) lasts
-	// until that transaction's commit, which it makes asynchronous.
-	if _, err := s.conn.Exec(ctx, stepSQL, id, at, ended, started, detail); err != nil {
-		return fmt.Errorf("cluster %s: journal step of switch %s: %w", s.name, id, err)
+// steps journals records of switch id in one round trip, one transaction.
+func (s *session) steps(ctx context.Context, id string, records []stepRecord) error {
+	// One transaction: set_config(..., true) lasts until its commit,
+	// which it makes asynchronous.
+	b := &pgx.Batch{}
+	for _, r := range records {
+		var end *time.Time
+		if !r.end.IsZero() {
+			end = &r.end
+		}
+		b.Queue(stepSQL, id, r.step, r.start, end, r.detail)
+	}
+	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("cluster %s: journal steps of switch %s: %w", s.name, id, err)
 	}
 	return nil
 }

@@ -56,8 +56,9 @@ type switcher struct {
 	// the source's sequences it read meanwhile.
 	arrival markerArrival
 	seqs    []sequence
-	// ended is the step whose end the next journal write records.
-	ended *stepEnd
+	// unjournaled are the step records (starts and ends) the next journal
+	// write records, oldest first.
+	unjournaled []stepRecord
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
@@ -419,14 +420,26 @@ func (s *switcher) finishCursor(ctx context.Context) error {
 	return s.end(ctx, StateDone)
 }
 
-// runStep journals a step's start, runs it, and leaves its end for the
-// next journal write: the end of one step and the start of the next are
-// one round trip (one fewer in the pause per step). With an AfterStep hook
-// the end is journaled at once, and the hook runs then.
+// runStep runs a step between two records of it in the journal, its start
+// and its end (with its detail).
+//
+// Only some starts are journaled before the step acts, each in one round
+// trip: the fence's (the switch's window opens there), the resume's (the
+// point of no return, which --resume and --abort decide by), and a step
+// that runs an operator hook (undo runs the matching hook only for a step
+// the journal shows started, since pgtandem cannot look at what a hook
+// did). Every other record waits for the next of those writes: --resume
+// runs every step from the fence again whatever the journal shows past
+// it, and undo does each PgBouncer and database action whether or not its
+// step ran. That leaves four fewer round trips in the write pause. With an
+// AfterStep hook every end is journaled at once, and the hook runs then.
 func (s *switcher) runStep(ctx context.Context, step string, run func(context.Context) (string, error)) error {
 	start := time.Now()
-	if err := s.journalStep(ctx, start, step); err != nil {
-		return err
+	s.unjournaled = append(s.unjournaled, stepRecord{step: step, start: start})
+	if s.journaledFirst(step) {
+		if err := s.journal(ctx); err != nil {
+			return err
+		}
 	}
 	s.rec.Started[step] = start
 	detail, err := run(ctx)
@@ -437,38 +450,59 @@ func (s *switcher) runStep(ctx context.Context, step string, run func(context.Co
 		return err
 	}
 	s.rec.Ended[step] = end
-	s.ended = &stepEnd{step: step, detail: detail}
+	done := stepRecord{step: step, start: start, end: end, detail: detail}
+	if n := len(s.unjournaled); n > 0 && s.unjournaled[n-1].step == step {
+		s.unjournaled[n-1] = done // its start is not journaled yet either
+	} else {
+		s.unjournaled = append(s.unjournaled, done)
+	}
 	s.log.Info("switch step done", "switch", s.rec.ID, "step", step, "took", end.Sub(start), "detail", detail)
 	if s.opts.AfterStep != nil {
 		// Fault injection stops the process between two steps, the next
 		// one not started: the end is journaled on its own.
-		return s.journalStep(ctx, end, "")
+		return s.journal(ctx)
 	}
 	return nil
 }
 
-// stepEnd is a step that ended and whose end is not journaled yet.
-type stepEnd struct {
-	step, detail string
+// journaledFirst tells whether step's start is journaled before it acts
+// (see runStep).
+func (s *switcher) journaledFirst(step string) bool {
+	switch step {
+	case StepFence, StepResume:
+		return true
+	case StepUnfence:
+		return s.cfg.has(FenceHook)
+	case StepRedirect:
+		return s.cfg.Redirect == RedirectHook
+	}
+	return false
 }
 
-// journalStep records, at at, the end of the step that ended last (if not
-// recorded yet) and the start of step (if not ""), on both clusters in one
-// round trip each.
-func (s *switcher) journalStep(ctx context.Context, at time.Time, step string) error {
-	var ended stepEnd
-	if s.ended != nil {
-		ended = *s.ended
-	}
-	if ended.step == "" && step == "" {
+// stepRecord is a step's start, or its start and end, to journal.
+type stepRecord struct {
+	step       string
+	start, end time.Time // end zero while the step runs
+	detail     string
+}
+
+// journal writes the step records not journaled yet on both clusters, in
+// one round trip each, and runs AfterStep for each end written.
+func (s *switcher) journal(ctx context.Context) error {
+	if len(s.unjournaled) == 0 {
 		return nil
 	}
-	if err := s.both(func(sess *session) error { return sess.step(ctx, s.rec.ID, at, ended.step, ended.detail, step) }); err != nil {
+	if err := s.both(func(sess *session) error { return sess.steps(ctx, s.rec.ID, s.unjournaled) }); err != nil {
 		return err
 	}
-	s.ended = nil
-	if ended.step != "" && s.opts.AfterStep != nil {
-		s.opts.AfterStep(ended.step)
+	written := s.unjournaled
+	s.unjournaled = nil
+	if s.opts.AfterStep != nil {
+		for _, r := range written {
+			if !r.end.IsZero() {
+				s.opts.AfterStep(r.step)
+			}
+		}
 	}
 	return nil
 }
@@ -492,18 +526,10 @@ func (s *switcher) end(ctx context.Context, state string) error {
 	if err := s.both(func(sess *session) error { return sess.reopen(ctx) }); err != nil {
 		return err
 	}
-	if err := s.journalStep(ctx, s.rec.Ended[s.lastEnded()], ""); err != nil {
+	if err := s.journal(ctx); err != nil {
 		return err
 	}
 	return s.both(func(sess *session) error { return sess.finish(ctx, s.rec.ID, state, s.rep) })
-}
-
-// lastEnded is the step whose end waits to be journaled, "" when none.
-func (s *switcher) lastEnded() string {
-	if s.ended == nil {
-		return ""
-	}
-	return s.ended.step
 }
 
 // fence stops writes on the source: PAUSE on every PgBouncer (all or
@@ -576,13 +602,6 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 		}
 		details = append(details, "fence hook ran")
 	}
-	// The last message of the target's topic the source has applied: the
-	// reverse flow carries what clients write on the target after it.
-	id, err := s.from.appliedMessage(ctx, s.cfg.To.Name)
-	if err != nil {
-		return "", err
-	}
-	s.rep.ReverseMessageID = id
 	return strings.Join(details, ", "), nil
 }
 
@@ -594,18 +613,21 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// The fenced source's sequences no longer move: read them while the
-	// marker travels, on the source's session, which is free until the
-	// step's end is journaled.
-	seqs := make(chan error, 1)
+	// The fenced source's sequences no longer move, and the reverse flow
+	// has applied on it all it will before clients move (nothing writes on
+	// the target yet): read both while the marker travels, on the source's
+	// session, which is free until the step's end is journaled. The last
+	// message of the target's topic the source applied is where the
+	// reverse flow's share of clients' writes begins.
+	read := make(chan error, 1)
 	go func() {
 		var err error
-		s.seqs, err = s.from.readSequences(ctx, s.seqNames)
-		seqs <- err
+		s.seqs, s.rep.ReverseMessageID, err = s.from.readAtFence(ctx, s.seqNames, s.cfg.To.Name)
+		read <- err
 	}()
 	arrival, err := s.to.waitMarker(ctx, s.rec.ID, s.cfg.From.Name)
-	if seqErr := <-seqs; seqErr != nil {
-		s.seqs = nil // the sequences step reads them again
+	if readErr := <-read; err == nil && readErr != nil {
+		err = readErr
 	}
 	if err != nil {
 		return "", err
@@ -623,16 +645,11 @@ func (s *switcher) prepareSequences(ctx context.Context) error {
 	return err
 }
 
-// sequences reads every sequence on the fenced source and sets it on the
-// target exactly, one round trip each.
+// sequences sets every sequence the marker step read on the fenced source
+// on the target exactly, in one round trip. (A resumed switch runs the
+// marker step again before this one.)
 func (s *switcher) sequences(ctx context.Context) (string, error) {
 	seqs := s.seqs
-	if seqs == nil { // a resumed switch whose marker step had ended
-		var err error
-		if seqs, err = s.from.readSequences(ctx, s.seqNames); err != nil {
-			return "", err
-		}
-	}
 	if err := s.to.setSequences(ctx, seqs); err != nil {
 		return "", err
 	}
