@@ -59,6 +59,9 @@ type switcher struct {
 	// unjournaled are the step records (starts and ends) the next journal
 	// write records, oldest first.
 	unjournaled []stepRecord
+	// redirected is set once the marker step has pointed every PgBouncer
+	// at the target (see redirectsEarly).
+	redirected bool
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
@@ -607,7 +610,9 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 
 // marker writes the switch's marker on the source and waits until the
 // apply committed it on the target: then the target holds every
-// transaction the source committed before the fence.
+// transaction the source committed before the fence. Meanwhile it reads
+// the source's sequences and, when redirectsEarly, points PgBouncer at the
+// target; it ends once all three are done.
 func (s *switcher) marker(ctx context.Context) (string, error) {
 	lsn, err := s.from.writeMarker(ctx, s.rec.ID)
 	if err != nil {
@@ -625,13 +630,22 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 		s.seqs, s.rep.ReverseMessageID, err = s.from.readAtFence(ctx, s.seqNames, s.cfg.To.Name)
 		read <- err
 	}()
+	redirect := make(chan error, 1)
+	if s.redirectsEarly() {
+		go func() { redirect <- s.redirectBouncers(ctx, s.cfg.To.Entry) }()
+	} else {
+		redirect <- nil
+	}
 	arrival, err := s.to.waitMarker(ctx, s.rec.ID, s.cfg.From.Name)
-	if readErr := <-read; err == nil && readErr != nil {
-		err = readErr
+	for _, done := range []chan error{read, redirect} {
+		if e := <-done; err == nil && e != nil {
+			err = e
+		}
 	}
 	if err != nil {
 		return "", err
 	}
+	s.redirected = s.redirectsEarly()
 	s.rep.MarkerLSN, s.rep.MarkerMessageID = lsn.String(), arrival.MessageID
 	s.arrival = arrival
 	return fmt.Sprintf("applied at source lsn %s, message %s", arrival.CommitLSN, arrival.MessageID), nil
@@ -685,15 +699,33 @@ func (s *switcher) unfenceTarget(ctx context.Context) (string, error) {
 	return strings.Join(details, ", "), nil
 }
 
-// redirect points clients at the target.
+// redirectsEarly tells whether the marker step points PgBouncer at the
+// target while the marker travels, rather than the redirect step after
+// it: only when every PgBouncer it points there was paused by the fence.
+// Clients then reach the target at the RESUME, whenever the RELOAD was,
+// and the RELOAD and its SET leave the pause. Without that PAUSE clients
+// would reach the target before it holds the source's last transactions.
+// A redirect hook is never run early: undo runs its reverse only for a
+// redirect step the journal shows started, while undo points PgBouncer
+// back in any case.
+func (s *switcher) redirectsEarly() bool {
+	return s.cfg.Redirect == RedirectPgBouncer && s.cfg.has(FencePgBouncer)
+}
+
+// redirect points clients at the target, unless the marker step did.
 func (s *switcher) redirect(ctx context.Context) (string, error) {
 	entry := s.cfg.To.Entry
 	switch s.cfg.Redirect {
 	case RedirectPgBouncer:
-		if err := s.redirectBouncers(ctx, entry); err != nil {
-			return "", err
+		if !s.redirected {
+			if err := s.redirectBouncers(ctx, entry); err != nil {
+				return "", err
+			}
 		}
 		s.rep.RedirectTo = fmt.Sprintf("PgBouncer database %s -> %s", s.cfg.PgBouncer.Database, entry)
+		if s.redirected {
+			return s.rep.RedirectTo + " (during the marker step)", nil
+		}
 	case RedirectHook:
 		if err := s.hook(ctx, "redirect", s.cfg.Hooks.Redirect, s.cfg.To); err != nil {
 			return "", err

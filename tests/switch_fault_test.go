@@ -123,7 +123,9 @@ func (s *faultKillSuite) run(t *testing.T, from, step, then string) string {
 
 	at := func(s string) int { return slices.Index(switchover.Steps, s) }
 	paused := at(step) < at(switchover.StepResume)
-	redirected := at(step) >= at(switchover.StepRedirect)
+	// PgBouncer paused by the fence is pointed at the target while the
+	// marker travels: the marker step ends redirected.
+	redirected := at(step) >= at(switchover.StepMarker)
 	clientsTo := from
 	if redirected {
 		clientsTo = to
