@@ -136,8 +136,8 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 	for i, p := range pauses {
 		timelines = append(timelines, fmt.Sprintf("%d: %s", i+1, p.steps))
 	}
-	b.Logf("pgtandem, %d switches in %.0f s of a %.0f s load (%s); pause ms as reported/as clients saw it: %s; ms per step of each switch (odd ones old -> new):\n%s",
-		switches, switched.Seconds(), pgtandemLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, nil), strings.Join(timelines, "\n"))
+	b.Logf("pgtandem, %d switches in %.0f s of a %.0f s load (%s); pause ms as reported/as clients saw it: %s; ms per step of each switch (odd ones old -> new; one line: testing keeps 10 lines of a benchmark's log): %s",
+		switches, switched.Seconds(), pgtandemLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, nil), strings.Join(timelines, " | "))
 	return pauses
 }
 
