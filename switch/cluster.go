@@ -113,7 +113,8 @@ func (s *session) fence(ctx context.Context) (int, error) {
 	if err := s.setReadOnly(ctx); err != nil {
 		return 0, err
 	}
-	return s.terminateClients(ctx)
+	n, _, err := s.terminateClients(ctx, "")
+	return n, err
 }
 
 // databaseSQL is the database the session is connected to, quoted: pgx
@@ -132,8 +133,12 @@ func (s *session) setReadOnly(ctx context.Context) error {
 
 // terminateClients ends the client sessions of the database that are not
 // pgtandem's and waits until those that could still commit are gone; it
-// returns how many it ended.
-func (s *session) terminateClients(ctx context.Context) (int, error) {
+// returns how many it ended. With a marker id it then writes that marker
+// (see writeMarker) and returns the WAL position as it was written: in the
+// same statement, after the terminations, when none of the ended sessions
+// could still commit, which saves the write pause a round trip; otherwise
+// once they are gone.
+func (s *session) terminateClients(ctx context.Context, marker string) (int, pglogrepl.LSN, error) {
 	// pg_terminate_backend only signals: a session in the middle of a
 	// COMMIT could still commit after the marker, so such sessions are
 	// waited for, polling: its timeout argument (PostgreSQL 14+) checks
@@ -149,41 +154,48 @@ func (s *session) terminateClients(ctx context.Context) (int, error) {
 	// pushes pg_terminate_backend into the scan of pg_stat_get_activity, and
 	// it would end every process of the cluster the filter was meant to
 	// spare (other databases, walsenders, the launcher).
-	rows, err := s.conn.Query(ctx, `SELECT pid, coalesce(state, '') = 'idle' FROM (SELECT pid, state FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)`)
-	if err != nil {
-		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
-	}
+	//
+	// The CTE that ends the sessions is evaluated once (it is volatile),
+	// before the marker's INSERT, which reads it: the marker commits with
+	// the statement, after every signal was sent.
 	var pids []int32
-	terminated := 0
-	var pid int32
-	var idle bool
-	_, err = pgx.ForEachRow(rows, []any{&pid, &idle}, func() error {
-		terminated++
-		if !idle {
-			pids = append(pids, pid)
-		}
-		return nil
-	})
+	var terminated int
+	var lsn pglogrepl.LSN
+	err := s.conn.QueryRow(ctx, `WITH ended AS (
+		SELECT pid, coalesce(state, '') = 'idle' AS idle FROM (SELECT pid, state FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+			  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)
+	), marker AS (
+		INSERT INTO pgtandem.switch_marker (marker_id, written_on) SELECT $1::text, $2::text
+		WHERE $1::text <> '' AND NOT EXISTS (SELECT 1 FROM ended WHERE NOT idle)
+		ON CONFLICT (marker_id) DO NOTHING
+	) SELECT coalesce(array_agg(pid) FILTER (WHERE NOT idle), '{}'), count(*), pg_current_wal_lsn() FROM ended`, marker, s.name).Scan(&pids, &terminated, &lsn)
 	if err != nil {
-		return 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
+		return 0, 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
 	}
-	for len(pids) > 0 {
+	if len(pids) == 0 {
+		return terminated, lsn, nil // the marker, if any, is written
+	}
+	for {
 		var left int
 		if err := s.conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY ($1)`, pids).Scan(&left); err != nil {
-			return 0, fmt.Errorf("cluster %s: fence: wait for terminated sessions: %w", s.name, err)
+			return 0, 0, fmt.Errorf("cluster %s: fence: wait for terminated sessions: %w", s.name, err)
 		}
 		if left == 0 {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("cluster %s: fence: %d terminated sessions still running: %w", s.name, left, context.Cause(ctx))
+			return 0, 0, fmt.Errorf("cluster %s: fence: %d terminated sessions still running: %w", s.name, left, context.Cause(ctx))
 		case <-time.After(markerPoll):
 		}
 	}
-	return terminated, nil
+	if marker != "" {
+		if lsn, err = s.writeMarker(ctx, marker); err != nil {
+			return 0, 0, err
+		}
+	}
+	return terminated, lsn, nil
 }
 
 // unfenceSQL lifts the database fence; new sessions may write again.
@@ -219,8 +231,8 @@ func (s *session) writeCut(ctx context.Context, cut *cursor.Mark, unfence bool) 
 }
 
 // writeMarker commits a row in pgtandem.switch_marker and returns the
-// cluster's WAL position just after it: the marker's commit is before it.
-// Both in one round trip: the query runs once the insert committed.
+// cluster's WAL position as it was written, in one round trip (one
+// implicit transaction: the marker's commit record comes just after).
 func (s *session) writeMarker(ctx context.Context, id string) (pglogrepl.LSN, error) {
 	var lsn pglogrepl.LSN
 	b := &pgx.Batch{}

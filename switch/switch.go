@@ -17,6 +17,7 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/apache/pulsar-client-go/pulsaradmin"
+	"github.com/jackc/pglogrepl"
 
 	"github.com/pgtandem/pgtandem/cursor"
 	"github.com/pgtandem/pgtandem/event"
@@ -59,6 +60,9 @@ type switcher struct {
 	// unjournaled are the step records (starts and ends) the next journal
 	// write records, oldest first.
 	unjournaled []stepRecord
+	// markerLSN is where the fence step wrote the marker, 0 when it did
+	// not (see terminateClients).
+	markerLSN pglogrepl.LSN
 	// redirected is set once the marker step has pointed every PgBouncer
 	// at the target (see redirectsEarly).
 	redirected bool
@@ -591,13 +595,24 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 		return "", fenceErr
 	}
 	if s.cfg.has(FenceDatabase) {
+		// The marker goes with the terminations when nothing else fences
+		// after them: the fence hook must have run before it.
+		marker := ""
+		if !s.cfg.has(FenceHook) {
+			marker = s.rec.ID
+		}
 		terminating := time.Now()
-		n, err := s.from.terminateClients(ctx)
+		n, lsn, err := s.from.terminateClients(ctx, marker)
 		if err != nil {
 			return "", err
 		}
 		s.rep.Terminated = n
-		details = append(details, fmt.Sprintf("database read-only in %s, %d sessions terminated in %s", ms(readOnlyTook), n, ms(time.Since(terminating))))
+		detail := fmt.Sprintf("database read-only in %s, %d sessions terminated in %s", ms(readOnlyTook), n, ms(time.Since(terminating)))
+		if marker != "" {
+			s.markerLSN = lsn
+			detail += ", marker written"
+		}
+		details = append(details, detail)
 	}
 	if s.cfg.has(FenceHook) {
 		if err := s.hook(ctx, "fence", s.cfg.Hooks.Fence, s.cfg.From); err != nil {
@@ -614,9 +629,12 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 // the source's sequences and, when redirectsEarly, points PgBouncer at the
 // target; it ends once all three are done.
 func (s *switcher) marker(ctx context.Context) (string, error) {
-	lsn, err := s.from.writeMarker(ctx, s.rec.ID)
-	if err != nil {
-		return "", err
+	lsn := s.markerLSN
+	if lsn == 0 { // the fence did not write it
+		var err error
+		if lsn, err = s.from.writeMarker(ctx, s.rec.ID); err != nil {
+			return "", err
+		}
 	}
 	// The fenced source's sequences no longer move, and the reverse flow
 	// has applied on it all it will before clients move (nothing writes on

@@ -257,17 +257,28 @@ func TestDatabaseFenceLeavesNoCommitBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reader.Close(context.Background())
-	written := func() (n int64) {
-		if err := reader.QueryRow(context.Background(), `SELECT count(*) FROM ev_big WHERE aid = 2`).Scan(&n); err != nil {
+	// And this one what new holds once the marker arrived: every row old
+	// committed, if the marker was written after the last of them.
+	newReader, err := pgx.Connect(ctx, td.New.DSN(tandemtest.Database)+"&application_name=pgtandem-test-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newReader.Close(context.Background())
+	count := func(conn *pgx.Conn) (n int64) {
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM ev_big WHERE aid = 2`).Scan(&n); err != nil {
 			t.Error(err)
 		}
 		return n
 	}
-	var atFence int64 = -1
+	written := func() int64 { return count(reader) }
+	var atFence, onNewAtMarker int64 = -1, -1
 	opts := td.SwitchOptions(t)
 	opts.AfterStep = func(step string) {
-		if step == switchover.StepFence {
+		switch step {
+		case switchover.StepFence:
 			atFence = written()
+		case switchover.StepMarker:
+			onNewAtMarker = count(newReader)
 		}
 	}
 	rep, err := switchover.Run(ctx, td.SwitchConfig("old"), opts, servicetest.Logger())
@@ -277,12 +288,15 @@ func TestDatabaseFenceLeavesNoCommitBehind(t *testing.T) {
 	cancel()
 	wg.Wait()
 	final := written()
-	t.Logf("direct writers: %d commits, %d refused; %d sessions terminated by the fence (%s); %d rows at the fence's end, %d at the end",
-		commits.Load(), refused.Load(), rep.Terminated, rep.Steps[0].Detail, atFence, final)
+	t.Logf("direct writers: %d commits, %d refused; %d sessions terminated by the fence (%s); %d rows at the fence's end, %d at the end, %d on new once the marker arrived",
+		commits.Load(), refused.Load(), rep.Terminated, rep.Steps[0].Detail, atFence, final, onNewAtMarker)
 	if rep.Terminated < 3 {
 		t.Errorf("the fence terminated %d sessions, want the 3 writers at least", rep.Terminated)
 	}
 	if final != atFence {
 		t.Fatalf("old committed %d rows of the direct writers after the fence step ended", final-atFence)
+	}
+	if onNewAtMarker != final {
+		t.Fatalf("new held %d rows of the direct writers when the marker arrived, old committed %d: the marker was written before a commit", onNewAtMarker, final)
 	}
 }
