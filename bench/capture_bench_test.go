@@ -137,6 +137,14 @@ func BenchmarkCaptureDrain(b *testing.B) {
 	fmt.Printf("capture drain of %d pgbench transactions: pg_recvlogical %.2fs, pg2broker %.2fs (of which %.2fs start-up; %.0f txn/s; %.2fs CPU with the broker: %.2f CPU-µs per change), speed ratio pg_recvlogical/pg2broker %.2f (target >= 1.2)\n",
 		txns, native.Seconds(), ours.Seconds(), startup.Seconds(), float64(txns)/ours.Seconds(), cpu.Seconds(), float64(cpu.Microseconds())/float64(changes), native.Seconds()/ours.Seconds())
 	fmt.Printf("CPU seconds of the source cluster (its walsender) while draining: for pg_recvlogical %.2f, for pg2broker %.2f\n", nativeSrcCPU.Seconds(), oursSrcCPU.Seconds())
+	// The walsender decodes on one core, whatever reads from it: a drain
+	// cannot take less wall time than its walsender's CPU time. When
+	// pg_recvlogical's drain is as long as that, no consumer can pass
+	// pg_recvlogical by more than what its own walsender saves.
+	ceiling := native.Seconds() / oursSrcCPU.Seconds()
+	b.ReportMetric(ceiling, "speedup-ceiling")
+	fmt.Printf("walsender bound: the source cluster was busy %.0f%% of pg_recvlogical's drain; with the %.2f CPU-s pg2broker's walsender took, no pg2broker could reach a ratio above %.2f\n",
+		100*nativeSrcCPU.Seconds()/native.Seconds(), oursSrcCPU.Seconds(), ceiling)
 }
 
 // BenchmarkCaptureLargeTxnRSS streams one 1,000,000-row transaction through
