@@ -115,7 +115,7 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 		if err != nil {
 			b.Fatalf("pgtandem switch %d from %s to %s: %v", i+1, from, to, err)
 		}
-		var steps []string
+		steps := []string{fmt.Sprintf("preflight probes forward/reverse %d/%d", rep.ForwardProbe.Milliseconds(), rep.ReverseProbe.Milliseconds())}
 		for _, s := range rep.Steps {
 			step := fmt.Sprintf("%s %d", s.Step, s.End.Sub(s.Start).Milliseconds())
 			if s.Step == switchover.StepFence {

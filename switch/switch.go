@@ -442,7 +442,7 @@ func (s *switcher) finishCursor(ctx context.Context) error {
 // AfterStep hook every end is journaled at once, and the hook runs then.
 func (s *switcher) runStep(ctx context.Context, step string, run func(context.Context) (string, error)) error {
 	start := time.Now()
-	s.unjournaled = append(s.unjournaled, stepRecord{step: step, start: start})
+	s.unjournaled = addRecord(s.unjournaled, stepRecord{step: step, start: start})
 	if s.journaledFirst(step) {
 		if err := s.journal(ctx); err != nil {
 			return err
@@ -457,12 +457,7 @@ func (s *switcher) runStep(ctx context.Context, step string, run func(context.Co
 		return err
 	}
 	s.rec.Ended[step] = end
-	done := stepRecord{step: step, start: start, end: end, detail: detail}
-	if n := len(s.unjournaled); n > 0 && s.unjournaled[n-1].step == step {
-		s.unjournaled[n-1] = done // its start is not journaled yet either
-	} else {
-		s.unjournaled = append(s.unjournaled, done)
-	}
+	s.unjournaled = addRecord(s.unjournaled, stepRecord{step: step, start: start, end: end, detail: detail})
 	s.log.Info("switch step done", "switch", s.rec.ID, "step", step, "took", end.Sub(start), "detail", detail)
 	if s.opts.AfterStep != nil {
 		// Fault injection stops the process between two steps, the next
@@ -491,6 +486,17 @@ type stepRecord struct {
 	step       string
 	start, end time.Time // end zero while the step runs
 	detail     string
+}
+
+// addRecord adds r to the records waiting for the journal; it replaces the
+// last one when that is the same step's start, not journaled yet either, so
+// that each step is written once per journal write.
+func addRecord(records []stepRecord, r stepRecord) []stepRecord {
+	if n := len(records); n > 0 && records[n-1].step == r.step {
+		records[n-1] = r
+		return records
+	}
+	return append(records, r)
 }
 
 // journal writes the step records not journaled yet on both clusters, in
