@@ -63,9 +63,6 @@ type switcher struct {
 	// markerLSN is where the fence step wrote the marker, 0 when it did
 	// not (see terminateClients).
 	markerLSN pglogrepl.LSN
-	// redirected is set once the marker step has pointed every PgBouncer
-	// at the target (see redirectsEarly).
-	redirected bool
 }
 
 func open(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*switcher, error) {
@@ -669,7 +666,6 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s.redirected = s.redirectsEarly()
 	s.rep.MarkerLSN, s.rep.MarkerMessageID = lsn.String(), arrival.MessageID
 	s.arrival = arrival
 	return fmt.Sprintf("applied at source lsn %s, message %s", arrival.CommitLSN, arrival.MessageID), nil
@@ -736,18 +732,20 @@ func (s *switcher) redirectsEarly() bool {
 	return s.cfg.Redirect == RedirectPgBouncer && s.cfg.has(FencePgBouncer)
 }
 
-// redirect points clients at the target, unless the marker step did.
+// redirect points clients at the target, unless the marker step did (it
+// always runs before this one, a resumed switch's too).
 func (s *switcher) redirect(ctx context.Context) (string, error) {
 	entry := s.cfg.To.Entry
 	switch s.cfg.Redirect {
 	case RedirectPgBouncer:
-		if !s.redirected {
+		early := s.redirectsEarly()
+		if !early {
 			if err := s.redirectBouncers(ctx, entry); err != nil {
 				return "", err
 			}
 		}
 		s.rep.RedirectTo = fmt.Sprintf("PgBouncer database %s -> %s", s.cfg.PgBouncer.Database, entry)
-		if s.redirected {
+		if early {
 			return s.rep.RedirectTo + " (during the marker step)", nil
 		}
 	case RedirectHook:
