@@ -221,53 +221,9 @@ func peakRSS(b *testing.B, pid int) int {
 // cpuTime, where a drain's CPU goes.
 func serverCPU(b *testing.B, srv *pglocal.Server) time.Duration {
 	b.Helper()
-	postmaster, err := srv.PostmasterPID()
+	cpu, err := srv.CPUTime()
 	if err != nil {
 		b.Fatal(err)
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var total time.Duration
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		ppid, cpu, children, ok := procStat(pid)
-		switch {
-		case !ok:
-		case pid == postmaster:
-			// With the children it has reaped: a walsender that has exited.
-			total += cpu + children
-		case ppid == postmaster:
-			total += cpu
-		}
-	}
-	return total
-}
-
-// procStat reads a process's parent, its CPU time (user + system) and
-// that of the children it has waited for from /proc/<pid>/stat.
-func procStat(pid int) (ppid int, cpu, children time.Duration, ok bool) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	// Fields after the parenthesised command: state ppid ... utime(14)
-	// stime(15) cutime(16) cstime(17), numbered as in proc(5).
-	_, rest, found := strings.Cut(string(stat), ") ")
-	f := strings.Fields(rest)
-	if !found || len(f) < 15 {
-		return 0, 0, 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	var ticks [4]int64
-	for i := range ticks {
-		ticks[i], _ = strconv.ParseInt(f[11+i], 10, 64)
-	}
-	// USER_HZ is 100 on Linux.
-	tick := 10 * time.Millisecond
-	return ppid, time.Duration(ticks[0]+ticks[1]) * tick, time.Duration(ticks[2]+ticks[3]) * tick, true
+	return cpu
 }

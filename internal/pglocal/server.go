@@ -196,7 +196,7 @@ func (s *Server) Stop(ctx context.Context) error {
 // crash of the machine would, and waits until they are gone so that the server
 // can be started again over the same data directory.
 func (s *Server) Kill(ctx context.Context) error {
-	pid, err := s.PostmasterPID()
+	pid, err := s.postmasterPID()
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func (s *Server) Remove(ctx context.Context) error {
 
 // Running reports whether the postmaster of this data directory is alive.
 func (s *Server) Running() bool {
-	pid, err := s.PostmasterPID()
+	pid, err := s.postmasterPID()
 	return err == nil && syscall.Kill(pid, 0) == nil && !isZombie(pid)
 }
 
@@ -255,9 +255,9 @@ func (s *Server) LogTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// PostmasterPID reads the running server's postmaster process id from
+// postmasterPID reads the running server's postmaster process id from
 // postmaster.pid in its data directory.
-func (s *Server) PostmasterPID() (int, error) {
+func (s *Server) postmasterPID() (int, error) {
 	data, err := os.ReadFile(filepath.Join(s.DataDir, "postmaster.pid"))
 	if err != nil {
 		return 0, fmt.Errorf("PostgreSQL %d in %s is not running: %w", s.Major, s.DataDir, err)
@@ -380,6 +380,42 @@ func PostgresUser() (*syscall.Credential, error) {
 		return nil, err
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// CPUTime is the CPU time (user + system) used so far by the server's
+// postmaster and the processes it started (walsenders, apply workers,
+// backends), those it has reaped included: a walsender that has exited
+// still counts.
+func (s *Server) CPUTime() (time.Duration, error) {
+	pid, err := s.postmasterPID()
+	if err != nil {
+		return 0, err
+	}
+	total := cpuTime(procStat(pid), true)
+	for _, child := range childPIDs(pid) {
+		total += cpuTime(procStat(child), false)
+	}
+	return total, nil
+}
+
+// cpuTime is the CPU time in procStat's fields: utime and stime (fields 14
+// and 15 in proc(5)) and, with reaped, cutime and cstime (16 and 17), the
+// children's the process has waited for. A process gone leaves no fields.
+func cpuTime(fields []string, reaped bool) time.Duration {
+	if len(fields) < 15 {
+		return 0
+	}
+	n := 2
+	if reaped {
+		n = 4
+	}
+	var ticks int64
+	for _, f := range fields[11 : 11+n] {
+		t, _ := strconv.ParseInt(f, 10, 64)
+		ticks += t
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // childPIDs lists the processes whose parent is pid, from /proc.
