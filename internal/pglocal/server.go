@@ -391,11 +391,21 @@ func (s *Server) CPUTime() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	total := cpuTime(procStat(pid), true)
-	for _, child := range childPIDs(pid) {
-		total += cpuTime(procStat(child), false)
+	// A child reaped between reading the postmaster and reading the child
+	// would count nowhere, or twice in the other order; one that exits at
+	// the very moment of a sample is the common case (a walsender whose
+	// client just finished), so a sample during which the postmaster reaped
+	// is taken again.
+	for {
+		before := procStat(pid)
+		total := cpuTime(before, true)
+		for _, child := range childPIDs(pid) {
+			total += cpuTime(procStat(child), false)
+		}
+		if after := procStat(pid); len(before) < 15 || len(after) < 15 || cpuTime(before[2:], false) == cpuTime(after[2:], false) {
+			return total, nil
+		}
 	}
-	return total, nil
 }
 
 // cpuTime is the CPU time in procStat's fields: utime and stime (fields 14
