@@ -253,21 +253,46 @@ type markerArrival struct {
 }
 
 // waitMarker polls until marker id is in the cluster, applied from source,
-// or ctx ends.
-func (s *session) waitMarker(ctx context.Context, id, source string) (markerArrival, error) {
-	var a markerArrival
+// or ctx ends. Sequences that arrive on seqs before the marker does are set
+// in the cluster with the next poll, in the same round trip (see
+// setSequencesSQL); set tells whether they were. A nil seqs sets nothing.
+func (s *session) waitMarker(ctx context.Context, id, source string, seqs <-chan []sequence) (a markerArrival, set bool, err error) {
+	const look = `SELECT p.commit_lsn, coalesce(p.commit_time, m.written_at), coalesce(p.message_id, '') FROM pgtandem.switch_marker m
+		LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`
 	for {
-		err := s.conn.QueryRow(ctx, `SELECT p.commit_lsn, coalesce(p.commit_time, m.written_at), coalesce(p.message_id, '') FROM pgtandem.switch_marker m
-			LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`, id, source).Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
+		var pending []sequence
+		if !set {
+			select {
+			case pending = <-seqs:
+			default:
+			}
+		}
+		if pending != nil {
+			b := &pgx.Batch{}
+			b.Queue(setSequencesSQL, sequenceArgs(pending)...)
+			b.Queue(look, id, source)
+			br := s.conn.SendBatch(ctx, b)
+			if _, err = br.Exec(); err != nil {
+				_ = br.Close()
+				return a, false, fmt.Errorf("cluster %s: set sequences: %w", s.name, err)
+			}
+			set = true
+			err = br.QueryRow().Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
+			if closeErr := br.Close(); err == nil {
+				err = closeErr
+			}
+		} else {
+			err = s.conn.QueryRow(ctx, look, id, source).Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
+		}
 		if err == nil {
-			return a, nil
+			return a, set, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return a, fmt.Errorf("cluster %s: look for marker %s: %w", s.name, id, err)
+			return a, set, fmt.Errorf("cluster %s: look for marker %s: %w", s.name, id, err)
 		}
 		select {
 		case <-ctx.Done():
-			return a, fmt.Errorf("cluster %s: marker %s not applied from %s: %w", s.name, id, source, context.Cause(ctx))
+			return a, set, fmt.Errorf("cluster %s: marker %s not applied from %s: %w", s.name, id, source, context.Cause(ctx))
 		case <-time.After(markerPoll):
 		}
 	}
@@ -369,15 +394,21 @@ func (s *session) setSequences(ctx context.Context, seqs []sequence) error {
 	if len(seqs) == 0 {
 		return nil
 	}
+	if _, err := s.conn.Exec(ctx, setSequencesSQL, sequenceArgs(seqs)...); err != nil {
+		return fmt.Errorf("cluster %s: set sequences: %w", s.name, err)
+	}
+	return nil
+}
+
+// setSequencesSQL sets every sequence of sequenceArgs in one statement.
+const setSequencesSQL = `SELECT count(setval(s.name::regclass, s.value, s.called)) FROM unnest($1::text[], $2::bigint[], $3::bool[]) AS s(name, value, called)`
+
+// sequenceArgs are setSequencesSQL's arguments for seqs: names, values,
+// is_called flags.
+func sequenceArgs(seqs []sequence) []any {
 	names, values, called := make([]string, len(seqs)), make([]int64, len(seqs)), make([]bool, len(seqs))
 	for i, seq := range seqs {
 		names[i], values[i], called[i] = seq.Name, seq.LastValue, seq.IsCalled
 	}
-	var n int
-	err := s.conn.QueryRow(ctx, `SELECT count(setval(s.name::regclass, s.value, s.called)) FROM unnest($1::text[], $2::bigint[], $3::bool[]) AS s(name, value, called)`,
-		names, values, called).Scan(&n)
-	if err != nil {
-		return fmt.Errorf("cluster %s: set sequences: %w", s.name, err)
-	}
-	return nil
+	return []any{names, values, called}
 }

@@ -33,6 +33,9 @@
 //     everything the source committed.
 //   - [StepSequences]: last_value and is_called of every sequence read on
 //     the fenced source and set exactly on the target, one statement each.
+//     Both happen while the marker travels (the read on the source, the
+//     setval with the target's next look for the marker); this step sets
+//     them only when the marker arrived first.
 //   - [StepUnfence]: the cut row (package cursor) written on the target,
 //     before anything else can write there; then the target's own fence,
 //     left by an earlier switch away from it, lifted.

@@ -193,7 +193,7 @@ func (s *switcher) probe(ctx context.Context, src, dst *session) (time.Duration,
 	if _, err := src.writeMarker(ctx, id); err != nil {
 		return 0, err
 	}
-	if _, err := dst.waitMarker(ctx, id, src.name); err != nil {
+	if _, _, err := dst.waitMarker(ctx, id, src.name, nil); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil

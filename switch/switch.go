@@ -54,9 +54,11 @@ type switcher struct {
 	// preflight, says what state things are in.
 	resuming bool
 	// arrival is where the marker step found the marker applied; seqs
-	// the source's sequences it read meanwhile.
+	// the source's sequences it read meanwhile, and seqsSet whether it set
+	// them on the target too.
 	arrival markerArrival
 	seqs    []sequence
+	seqsSet bool
 	// unjournaled are the step records (starts and ends) the next journal
 	// write records, oldest first.
 	unjournaled []stepRecord
@@ -629,7 +631,8 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 // marker writes the switch's marker on the source and waits until the
 // apply committed it on the target: then the target holds every
 // transaction the source committed before the fence. Meanwhile it reads
-// the source's sequences and, when redirectsEarly, points PgBouncer at the
+// the source's sequences and sets them on the target (unless the marker
+// arrives first), and, when redirectsEarly, points PgBouncer at the
 // target; it ends once all three are done.
 func (s *switcher) marker(ctx context.Context) (string, error) {
 	lsn := s.markerLSN
@@ -645,10 +648,18 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 	// session, which is free until the step's end is journaled. The last
 	// message of the target's topic the source applied is where the
 	// reverse flow's share of clients' writes begins.
+	// The sequences are set on the target with the next look for the
+	// marker: nothing writes there before the unfence, and the marker wait
+	// is longer than the read, so they leave the pause.
 	read := make(chan error, 1)
+	seqs := make(chan []sequence, 1)
+	s.seqsSet = false
 	go func() {
 		var err error
 		s.seqs, s.rep.ReverseMessageID, err = s.from.readAtFence(ctx, s.seqNames, s.cfg.To.Name)
+		if err == nil && len(s.seqs) > 0 {
+			seqs <- s.seqs
+		}
 		read <- err
 	}()
 	redirect := make(chan error, 1)
@@ -657,7 +668,8 @@ func (s *switcher) marker(ctx context.Context) (string, error) {
 	} else {
 		redirect <- nil
 	}
-	arrival, err := s.to.waitMarker(ctx, s.rec.ID, s.cfg.From.Name)
+	arrival, set, err := s.to.waitMarker(ctx, s.rec.ID, s.cfg.From.Name, seqs)
+	s.seqsSet = set
 	for _, done := range []chan error{read, redirect} {
 		if e := <-done; err == nil && e != nil {
 			err = e
@@ -680,14 +692,18 @@ func (s *switcher) prepareSequences(ctx context.Context) error {
 }
 
 // sequences sets every sequence the marker step read on the fenced source
-// on the target exactly, in one round trip. (A resumed switch runs the
-// marker step again before this one.)
+// on the target exactly, in one round trip, unless the marker step did
+// while the marker travelled. (A resumed switch runs the marker step again
+// before this one.)
 func (s *switcher) sequences(ctx context.Context) (string, error) {
 	seqs := s.seqs
+	s.rep.Sequences = len(seqs)
+	if s.seqsSet {
+		return fmt.Sprintf("%d sequences (set during the marker step)", len(seqs)), nil
+	}
 	if err := s.to.setSequences(ctx, seqs); err != nil {
 		return "", err
 	}
-	s.rep.Sequences = len(seqs)
 	return fmt.Sprintf("%d sequences", len(seqs)), nil
 }
 
