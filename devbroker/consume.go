@@ -108,7 +108,7 @@ func (c *conn) handleAck(cmd *wire.CommandAck) {
 	if cons == nil {
 		err = consumerNotFound(cmd.GetConsumerId())
 	} else {
-		err = cons.sub.ack(cons, cmd.GetAckType() == wire.CommandAck_Cumulative, cmd.GetMessageId())
+		err = cons.sub.ack(cons, cmd.GetAckType() == wire.CommandAck_Cumulative, cmd.GetMessageId(), cmd.RequestId != nil)
 	}
 	if cmd.RequestId == nil {
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 
 	"github.com/pgtandem/pgtandem/devbroker"
+	"github.com/pgtandem/pgtandem/devbroker/store"
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/testwait"
 )
@@ -341,4 +342,49 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 		cons2.Ack(m)
 	}
 	t.Logf("%d sends acknowledged, %d stored, %d receipts acknowledged across the kill -9", len(sent), len(stored), len(acked))
+}
+
+// TestAckWithoutResponseIsSavedBySaver checks that acknowledgments that ask
+// for no response, which the broker does not save one by one, still reach
+// the cursor file without a restart, and that a graceful stop saves the
+// last of them.
+func TestAckWithoutResponseIsSavedBySaver(t *testing.T) {
+	b := brokertest.Start(t)
+	c := newClient(t, b.URL())
+	p := newProducer(t, c, pulsar.ProducerOptions{Topic: "lazy", DisableBatching: true})
+	cons := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "lazy", SubscriptionName: "s"})
+	sendN(t, p, 0, 10)
+	var last pulsar.MessageID
+	for range 4 {
+		m := receive(t, cons, 20*time.Second)
+		if err := cons.Ack(m); err != nil {
+			t.Fatal(err)
+		}
+		last = m.ID()
+	}
+	cursors, err := store.NewCursorStore(filepath.Join(b.DataDir(), "persistent", "public", "default", "lazy", "subscriptions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Position{Ledger: last.LedgerID(), Entry: last.EntryID()}
+	testwait.For(t, 10*time.Second, "the cursor file at the last ack", func() error {
+		st, err := cursors.Load("s")
+		if err != nil {
+			return err
+		}
+		if st.MarkDelete != want {
+			return fmt.Errorf("cursor file at %v, want %v", st.MarkDelete, want)
+		}
+		return nil
+	})
+
+	// One more ack, then a graceful restart at once: the stop saves it.
+	m := receive(t, cons, 20*time.Second)
+	if err := cons.Ack(m); err != nil {
+		t.Fatal(err)
+	}
+	cons.Close() // flushes the ack to the broker
+	b.Restart()
+	again := newConsumer(t, c, pulsar.ConsumerOptions{Topic: "lazy", SubscriptionName: "s"})
+	equalStrings(t, receiveN(t, again, 5, true), payloads(5, 5))
 }

@@ -5,12 +5,24 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pgtandem/pgtandem/devbroker/store"
 	"github.com/pgtandem/pgtandem/devbroker/wire"
 )
+
+// cursorSaveInterval is the shortest time between two saves of a cursor for
+// acknowledgments that asked for no response. Apache Pulsar persists a
+// cursor's mark-delete position at most once a second by default
+// (managedLedgerDefaultMarkDeleteRateLimit); saving the cursor file on every
+// ack instead cost two fsyncs per message, which on a small machine's disk
+// competed with every commit of the databases around it. Acks not saved yet
+// are lost in a crash and their messages delivered again, as with Pulsar:
+// consumers handle redelivery (broker2pg skips what its stored position
+// covers). An ack that asks for a response is saved before the response.
+const cursorSaveInterval = 100 * time.Millisecond
 
 // dispatchChunk bounds the records sent per lock hold, so that acks and
 // flow commands are not kept waiting behind a long backlog.
@@ -40,8 +52,16 @@ type subscription struct {
 	durable bool
 
 	wakeCh chan struct{}
+	saveCh chan struct{} // an acknowledgment waits for the saver
 	quit   chan struct{}
 	once   sync.Once
+
+	// saveMu orders the writes of the cursor file, so that an older state
+	// never overwrites a newer one and a deleted cursor stays deleted.
+	saveMu  sync.Mutex
+	deleted bool           // guarded by saveMu
+	saved   store.Position // mark-delete position last saved; guarded by mu
+	dirty   bool           // the cursor changed since it was saved; guarded by mu
 
 	mu         sync.Mutex
 	typ        subType
@@ -63,12 +83,17 @@ func newSubscription(t *topic, name string, durable bool, st store.CursorState) 
 		name:       name,
 		durable:    durable,
 		wakeCh:     make(chan struct{}, 1),
+		saveCh:     make(chan struct{}, 1),
 		quit:       make(chan struct{}),
 		redelivery: map[store.Position]uint32{},
 		owner:      map[store.Position]*consumer{},
 	}
 	s.restore(st)
+	s.saved = st.MarkDelete
 	t.srv.startGoroutine(s.run)
+	if durable {
+		t.srv.startGoroutine(s.saveLoop)
+	}
 	return s
 }
 
@@ -104,15 +129,71 @@ func (s *subscription) state() store.CursorState {
 	return st
 }
 
-func (s *subscription) persist() error {
+// save writes the cursor if it changed since it was last written. Callers
+// do not hold s.mu.
+func (s *subscription) save() error {
 	if !s.durable {
 		return nil
 	}
-	if err := s.topic.cursors.Save(s.name, s.state()); err != nil {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if s.deleted {
+		return nil
+	}
+	s.mu.Lock()
+	if !s.dirty {
+		s.mu.Unlock()
+		return nil
+	}
+	st := s.state()
+	s.dirty = false
+	s.mu.Unlock()
+	if err := s.topic.cursors.Save(s.name, st); err != nil {
+		s.mu.Lock()
+		s.dirty = true
+		s.mu.Unlock()
 		s.topic.srv.log.Error("cannot save subscription cursor", "topic", s.topic.name.String(), "subscription", s.name, "err", err)
 		return err
 	}
+	s.mu.Lock()
+	s.saved = st.MarkDelete
+	s.mu.Unlock()
 	return nil
+}
+
+// saveLoop saves the cursor after acknowledgments, at most once per
+// cursorSaveInterval, and a last time when the subscription or the broker
+// stops (a crash saves nothing, as with Pulsar).
+func (s *subscription) saveLoop() {
+	for {
+		select {
+		case <-s.saveCh:
+		case <-s.quit:
+			_ = s.save()
+			return
+		case <-s.topic.srv.quit:
+			_ = s.save()
+			return
+		}
+		_ = s.save()
+		select {
+		case <-time.After(cursorSaveInterval):
+		case <-s.quit:
+			_ = s.save()
+			return
+		case <-s.topic.srv.quit:
+			_ = s.save()
+			return
+		}
+	}
+}
+
+// forgetCursor deletes the saved cursor; no save recreates it.
+func (s *subscription) forgetCursor() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.deleted = true
+	return s.topic.cursors.Delete(s.name)
 }
 
 func (s *subscription) wake() {
@@ -328,10 +409,10 @@ func (s *subscription) flow(c *consumer, permits uint32) {
 	s.wake()
 }
 
-// ack applies an acknowledgment from c and persists the cursor.
-func (s *subscription) ack(c *consumer, cumulative bool, ids []*wire.MessageIdData) error {
+// ack applies an acknowledgment from c; with wait it returns once the
+// cursor is saved, else the saver saves it within cursorSaveInterval.
+func (s *subscription) ack(c *consumer, cumulative bool, ids []*wire.MessageIdData, wait bool) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, id := range ids {
 		p := positionOf(id)
 		if cumulative {
@@ -341,7 +422,16 @@ func (s *subscription) ack(c *consumer, cumulative bool, ids []*wire.MessageIdDa
 		}
 	}
 	s.advanceMarkDelete()
-	return s.persist()
+	s.dirty = true
+	s.mu.Unlock()
+	if wait {
+		return s.save()
+	}
+	select {
+	case s.saveCh <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 func (s *subscription) ackIndividual(p store.Position, ackSet []int64) {
@@ -458,11 +548,12 @@ func (s *subscription) redeliverUnacked(c *consumer, ids []*wire.MessageIdData) 
 // a seek on Pulsar.
 func (s *subscription) resetTo(markDelete store.Position) ([]*consumer, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.restore(store.CursorState{MarkDelete: markDelete})
+	s.dirty = true
 	detached := s.consumers
 	s.consumers = nil
-	return detached, s.persist()
+	s.mu.Unlock()
+	return detached, s.save()
 }
 
 // detachAll detaches every consumer, handing back what they had not
@@ -519,6 +610,17 @@ func (s *subscription) markDeletePosition() store.Position {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.markDelete
+}
+
+// savedMarkDelete is the mark-delete position of the saved cursor: where
+// the subscription resumes after a crash, which retention must keep.
+func (s *subscription) savedMarkDelete() store.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.durable {
+		return s.markDelete
+	}
+	return s.saved
 }
 
 // subscriptionStats is a snapshot for the admin API and CONSUMER_STATS.

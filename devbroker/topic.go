@@ -229,20 +229,20 @@ func (t *topic) removeSubscription(s *subscription) error {
 	t.mu.Unlock()
 	s.stop()
 	if s.durable {
-		return t.cursors.Delete(s.name)
+		return s.forgetCursor()
 	}
 	return nil
 }
 
 // consumedByAll returns the position up to which every durable
-// subscription has acknowledged everything.
+// subscription has acknowledged everything, as its saved cursor says.
 func (t *topic) consumedByAll() store.Position {
 	consumed := store.Latest
 	for _, s := range t.subscriptions() {
 		if !s.durable {
 			continue
 		}
-		if md := s.markDeletePosition(); md.Less(consumed) {
+		if md := s.savedMarkDelete(); md.Less(consumed) {
 			consumed = md
 		}
 	}
