@@ -69,6 +69,18 @@ type applier struct {
 	// skipped source transaction), acknowledged with the next target
 	// transaction or right away.
 	unacked pulsar.MessageID
+	// Target transactions commit with synchronous_commit = off, as native
+	// logical replication's apply worker does: a commit does not wait for
+	// its fsync, which on a small machine competes with every commit of
+	// the clusters around it. Its messages are acknowledged once the
+	// target's WAL is flushed past it (flushWait, oldest first); a crash of
+	// the target loses only commits whose messages the broker still holds.
+	// insertLSN and flushLSN are the target's WAL positions as last read.
+	// With committedDurable (synchronous standbys) a commit is durable
+	// once it returns, and its messages are acknowledged then.
+	flushWait           []flushWait
+	insertLSN, flushLSN pglogrepl.LSN
+	committedDurable    bool
 	// skips are the changes an operator recorded in pgtandem.apply_skips
 	// that this session has not met yet.
 	skips map[skipKey]recordedSkip
@@ -101,10 +113,21 @@ func (a *applier) run(ctx context.Context, active <-chan activeChange) error {
 		<-decoderDone
 	}()
 	wasActive := false
+	flushTimer := time.NewTimer(flushPoll)
+	defer flushTimer.Stop()
 	for {
+		var flushed <-chan time.Time
+		if a.awaitingFlush() {
+			flushTimer.Reset(flushPoll)
+			flushed = flushTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return a.stop()
+		case <-flushed:
+			if err := a.pollFlush(ctx); err != nil {
+				return err
+			}
 		case change := <-active:
 			if change {
 				wasActive = true
@@ -379,6 +402,11 @@ func (a *applier) setup(ctx context.Context, d decoded) error {
 	}
 	if a.skips, err = loadSkips(ctx, a.conn, a.svc.cfg.Source, p.CommitLSN); err != nil {
 		return err
+	}
+	// The stored position may come from a commit not flushed yet (an
+	// earlier session's): messages skipped by it wait for the flush too.
+	if err := a.conn.QueryRow(ctx, walPositionsSQL).Scan(&a.insertLSN, &a.flushLSN); err != nil {
+		return fmt.Errorf("read the target's WAL positions: %w", err)
 	}
 	a.applied, a.system, a.ready = event.LSN(p.CommitLSN), p.SourceSystem, true
 	a.blockedRow = p.BlockedReason != ""

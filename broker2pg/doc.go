@@ -12,9 +12,14 @@
 // sees the first one's position) and the messages are acknowledged only after
 // COMMIT. A crash between COMMIT and the acknowledgement leads to a
 // redelivery that the stored position skips; a redelivery inside a run is
-// skipped by (lsn, seq). A target running with synchronous_commit = off is
-// committed with synchronous_commit = local by the apply session, so nothing
-// the target can still lose is acknowledged.
+// skipped by (lsn, seq). Target transactions commit with synchronous_commit
+// = off, as native logical replication's apply worker does, and their
+// messages are acknowledged only once the target's WAL is flushed past the
+// commit (read with every commit, polled while idle): a crash of the target
+// loses only commits whose messages the broker still holds. A target that
+// waits for synchronous standbys commits as configured instead (off raised
+// to on) and is acknowledged at commit, since a flush on the primary alone
+// does not survive a failover.
 //
 // # Throughput
 //

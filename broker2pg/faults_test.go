@@ -56,6 +56,10 @@ func startLoadPair(t *testing.T, topic string, targetOpts ...pgtest.Option) load
 	p.dstSrv, p.dst = start(t, 17, targetOpts...)
 	exec(t, p.src, loadSource)
 	exec(t, p.dst, loadTarget)
+	// The target may run with synchronous_commit = off, and the apply does
+	// not flush what committed before it: make the schema durable before
+	// any kill.
+	exec(t, p.dst, `CHECKPOINT`)
 	captureStop(t, p.srcSrv, "src", p.broker.URL(), topic)
 	return p
 }

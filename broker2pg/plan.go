@@ -25,6 +25,8 @@ type query struct {
 	// number is right (an INSERT, a TRUNCATE); another number blocks the
 	// apply (see rowCountDiffers).
 	expect int
+	// into, when set, receives the statement's one row.
+	into []any
 }
 
 // plan turns row changes into few set-based statements. Within a segment the

@@ -265,7 +265,7 @@ func (s *Service) readBacklog(ctx context.Context, read func(ctx context.Context
 // apply loop.
 func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	s.setState("connecting")
-	conn, err := s.connectTarget(ctx)
+	conn, committedDurable, err := s.connectTarget(ctx)
 	if err != nil {
 		return err
 	}
@@ -292,7 +292,7 @@ func (s *Service) session(ctx context.Context, client pulsar.Client) error {
 	defer consumer.Close()
 	s.setState("standby: waiting to become the active consumer of " + catalog.SubscriptionName(s.cfg.Target))
 	a := &applier{svc: s, log: log, conn: conn, topic: topic, consumer: consumer, decoded: make(chan decoded, decodedAhead),
-		ahead: semaphore.NewWeighted(decodedAheadBytes)}
+		ahead: semaphore.NewWeighted(decodedAheadBytes), committedDurable: committedDurable}
 	a.schema = newSchemaCache(conn, a.wait)
 	a.plan = newPlan(a.schema)
 	if a.plan.handoffs, err = readTableHandoffs(ctx, conn, s.cfg.Source); err != nil {
@@ -343,34 +343,41 @@ func (s *Service) framingBlocks(err error) error {
 // apply worker uses: no triggers or foreign key checks (the source already
 // ran them), and writable even when applications are fenced out by
 // default_transaction_read_only.
-func (s *Service) connectTarget(ctx context.Context) (*pgx.Conn, error) {
+func (s *Service) connectTarget(ctx context.Context) (conn *pgx.Conn, committedDurable bool, err error) {
 	cfg, err := pgx.ParseConfig(s.cfg.TargetDSN)
 	if err != nil {
-		return nil, fmt.Errorf("parse target DSN: %w", err)
+		return nil, false, fmt.Errorf("parse target DSN: %w", err)
 	}
 	catalog.PinTextSettings(&cfg.Config)
 	cfg.RuntimeParams["session_replication_role"] = "replica"
 	cfg.RuntimeParams["default_transaction_read_only"] = "off"
 	cfg.RuntimeParams["application_name"] = "pgtandem broker2pg " + s.cfg.Source
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to target: %w", err)
+	if conn, err = pgx.ConnectConfig(ctx, cfg); err != nil {
+		return nil, false, fmt.Errorf("connect to target: %w", err)
 	}
-	// A commit the target may still lose must not be acknowledged to the
-	// broker: with synchronous_commit = off a crash of the target would
-	// drop transactions whose messages are gone from the subscription.
-	var syncCommit string
-	if err := conn.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&syncCommit); err != nil {
+	// Commits do not wait for their fsync, and acknowledgments wait for the
+	// flush instead (see applier.flushWait), unless the target waits for
+	// synchronous standbys: a flush on the primary alone does not make a
+	// commit survive a failover to one of them, so commits wait for them
+	// as the target is configured (synchronous_commit = off there is
+	// raised to on) and are acknowledged once committed.
+	var standbys, syncCommit string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')`).Scan(&standbys, &syncCommit); err != nil {
 		conn.Close(context.Background())
-		return nil, fmt.Errorf("read synchronous_commit of the target: %w", err)
+		return nil, false, fmt.Errorf("read synchronous_standby_names and synchronous_commit of the target: %w", err)
 	}
-	if syncCommit == "off" {
-		if _, err := conn.Exec(ctx, `SET synchronous_commit = local`); err != nil {
-			conn.Close(context.Background())
-			return nil, fmt.Errorf("set synchronous_commit: %w", err)
+	set, committedDurable := "off", false
+	if standbys != "" {
+		set, committedDurable = syncCommit, true
+		if syncCommit == "off" || syncCommit == "local" {
+			set = "on"
 		}
 	}
-	return conn, nil
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = "+set); err != nil {
+		conn.Close(context.Background())
+		return nil, false, fmt.Errorf("set synchronous_commit: %w", err)
+	}
+	return conn, committedDurable, nil
 }
 
 // resolveTopic picks the configured topic, else the one the target recorded,

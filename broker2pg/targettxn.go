@@ -65,12 +65,18 @@ func (a *applier) beginTargetTxn(ctx context.Context) error {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(catalog.LockProgressSQL, a.svc.cfg.Source)
+	// Read once the lock is held: past the commit of another applier
+	// that moved the position, which what this one skips relies on.
+	b.Queue(walPositionsSQL)
 	br := a.conn.SendBatch(context.WithoutCancel(ctx), b)
 	a.targetTxn = &targetTxn{started: time.Now()}
 	var stored pglogrepl.LSN
 	_, err := br.Exec()
 	if err == nil {
 		err = br.QueryRow().Scan(&stored)
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&a.insertLSN, &a.flushLSN)
 	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
@@ -114,14 +120,21 @@ func (a *applier) commitTargetTxn(ctx context.Context) error {
 		query{sql: catalog.RecordProgressSQL, args: []any{a.svc.cfg.Source, a.topic, a.system, last.LSN.String(), last.EndLSN.String(), tx.lastCommitID.String(), last.CommitTime}, expect: 1},
 	)
 	commit := query{sql: "COMMIT", expect: -1}
+	// Read right after the COMMIT, in the same round trip: the insert
+	// position is past the commit record, which the acknowledgment of its
+	// messages waits to see flushed.
+	lsns := query{sql: walPositionsSQL, expect: -1, into: []any{&a.insertLSN, &a.flushLSN}}
 	if counted {
 		if err := a.exec(ctx, queries, nil); err != nil {
 			return err
 		}
 		queries = nil
 	}
-	if err := a.exec(ctx, append(queries, commit), nil); err != nil {
+	if err := a.exec(ctx, append(queries, commit, lsns), nil); err != nil {
 		return err
+	}
+	if a.committedDurable {
+		a.flushLSN = a.insertLSN
 	}
 	took := time.Since(tx.started)
 	a.targetTxn = nil
@@ -155,16 +168,68 @@ func (a *applier) settlePending(lastCommit time.Time) {
 	}
 }
 
+// ack hands the messages up to a.unacked to the broker once the target
+// has flushed its WAL up to where it was when they were handled: a commit
+// of this session, or the commits before it that a skipped message relies
+// on.
 func (a *applier) ack() error {
 	if a.unacked == nil {
 		return nil
 	}
-	if err := a.consumer.AckIDCumulative(a.unacked); err != nil {
+	a.flushWait = append(a.flushWait, flushWait{lsn: a.insertLSN, id: a.unacked})
+	a.unacked = nil
+	a.ackFlushed()
+	return nil
+}
+
+// flushWait is an acknowledgment waiting for the target's WAL flush.
+type flushWait struct {
+	lsn pglogrepl.LSN // the target's WAL insert position once the message was handled
+	id  pulsar.MessageID
+}
+
+// walPositionsSQL reads the target's WAL insert and flush positions.
+const walPositionsSQL = `SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()`
+
+// flushPoll is how long an idle applier with acknowledgments waiting lets
+// pass before it reads the target's flush position again. The target's WAL
+// writer flushes asynchronous commits within three wal_writer_delay (200 ms
+// by default); a busy applier reads the position with every commit.
+const flushPoll = 50 * time.Millisecond
+
+// ackFlushed acknowledges, cumulatively, the newest waiting message the
+// target's flush position covers.
+func (a *applier) ackFlushed() {
+	n := 0
+	for n < len(a.flushWait) && a.flushWait[n].lsn <= a.flushLSN {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	id := a.flushWait[n-1].id
+	a.flushWait = slices.Delete(a.flushWait, 0, n)
+	if err := a.consumer.AckIDCumulative(id); err != nil {
 		// The target holds the data and its position: a lost ack only
 		// means a redelivery that the position skips.
-		a.log.Warn("acknowledge", "message", a.unacked, "err", err)
+		a.log.Warn("acknowledge", "message", id, "err", err)
 	}
-	a.unacked = nil
+}
+
+// awaitingFlush tells whether acknowledgments wait for a flush that only a
+// poll will show: no target transaction is open, whose commit would read
+// the position anyway.
+func (a *applier) awaitingFlush() bool {
+	return len(a.flushWait) > 0 && a.targetTxn == nil && a.inflight == nil
+}
+
+// pollFlush reads the target's flush position and acknowledges what it
+// covers.
+func (a *applier) pollFlush(ctx context.Context) error {
+	if err := a.conn.QueryRow(ctx, walPositionsSQL).Scan(&a.insertLSN, &a.flushLSN); err != nil {
+		return fmt.Errorf("read the target's WAL flush position: %w", err)
+	}
+	a.ackFlushed()
 	return nil
 }
 
@@ -214,6 +279,13 @@ func (a *applier) exec(ctx context.Context, queries []query, at *changeAt) error
 	br := a.conn.SendBatch(context.WithoutCancel(ctx), b)
 	var execErr error
 	for _, q := range queries {
+		if q.into != nil {
+			if err := br.QueryRow().Scan(q.into...); err != nil {
+				execErr = blame(failedQuery(q, queries, err), err, at)
+				break
+			}
+			continue
+		}
 		tag, err := br.Exec()
 		if err != nil {
 			execErr = blame(failedQuery(q, queries, err), err, at)

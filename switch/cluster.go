@@ -213,17 +213,19 @@ func (s *session) unfence(ctx context.Context) error {
 
 // writeCut commits the switch's cut row and, with unfence, lifts the
 // database fence in the same transaction: one round trip, one commit,
-// inside the write pause.
+// inside the write pause. The commit is synchronous whatever the cluster's
+// setting: broker2pg commits asynchronously, so this flush is what makes
+// the marker's transaction, and every one applied before it, durable on
+// the target before anything can write there.
 func (s *session) writeCut(ctx context.Context, cut *cursor.Mark, unfence bool) error {
 	b := &pgx.Batch{}
-	if unfence {
-		b.Queue(`BEGIN`)
-	}
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit = on`)
 	cut.Queue(b)
 	if unfence {
 		b.Queue(s.unfenceSQL())
-		b.Queue(`COMMIT`)
 	}
+	b.Queue(`COMMIT`)
 	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("cluster %s: write the cut row of switch %s (and lift the fence): %w", s.name, cut.SwitchID, err)
 	}
