@@ -109,6 +109,13 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 	load := tandemtest.StartPgbench(b, td.Bouncer.DSN(tandemtest.Database), switchRate, switchClients, pgtandemLoad)
 	pauses := make([]pause, 0, switches)
 	from, to := "old", "new"
+	// The runbook's window runs a dry run before the switch: it carries a
+	// marker both ways and reads what the switch reads, so the reverse
+	// flow's first apply is not inside the first measured switch.
+	waitForWrites(b, dsn[from], switchEvery)
+	if _, err := switchover.DryRun(ctx, td.SwitchConfig(from), td.SwitchOptions(b), servicetest.Logger()); err != nil {
+		b.Fatalf("pgtandem switch --dry-run: %v", err)
+	}
 	for i := range switches {
 		waitForWrites(b, dsn[from], switchEvery)
 		rep, err := switchover.Run(ctx, td.SwitchConfig(from), td.SwitchOptions(b), servicetest.Logger())
