@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtandem/pgtandem/event"
@@ -56,5 +57,58 @@ func TestBlameBlocksOnTheTargetsData(t *testing.T) {
 	}
 	if err := blame(query{}, &pgconn.PgError{Code: pgerrcode.UniqueViolation}, nil); IsBlocked(err) {
 		t.Errorf("a failure of pgtandem's own statements blocks: %v", err)
+	}
+}
+
+// ackRecorder is a consumer that records cumulative acknowledgments.
+type ackRecorder struct {
+	pulsar.Consumer
+	acked []pulsar.MessageID
+}
+
+func (r *ackRecorder) AckIDCumulative(id pulsar.MessageID) error {
+	r.acked = append(r.acked, id)
+	return nil
+}
+
+// TestAckWaitsForTheTargetsFlush: a message is acknowledged only once the
+// target's flush position passes the WAL insert position at which it was
+// handled, cumulatively for the newest one covered, and an idle applier
+// polls for the flush only while no target transaction is open.
+func TestAckWaitsForTheTargetsFlush(t *testing.T) {
+	rec := &ackRecorder{}
+	a := &applier{consumer: rec}
+	id := func(entry int64) pulsar.MessageID { return pulsar.NewMessageID(1, entry, -1, 0) }
+	handle := func(entry int64, insert pglogrepl.LSN) {
+		a.insertLSN, a.unacked = insert, id(entry)
+		if err := a.ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.flushLSN = 0x100
+	handle(1, 0x200)
+	handle(2, 0x300)
+	handle(3, 0x400)
+	if len(rec.acked) != 0 || !a.awaitingFlush() {
+		t.Fatalf("acked %v before the flush passed any commit (awaiting flush: %v)", rec.acked, a.awaitingFlush())
+	}
+	a.flushLSN = 0x300
+	a.ackFlushed()
+	if len(rec.acked) != 1 || rec.acked[0].EntryID() != 2 {
+		t.Fatalf("flush at 0x300 acknowledged %v, want entry 2 alone (cumulative)", rec.acked)
+	}
+	a.targetTxn = &targetTxn{}
+	if a.awaitingFlush() {
+		t.Fatal("an open target transaction reads the flush with its commit: no poll needed")
+	}
+	a.targetTxn = nil
+	a.flushLSN = 0x1000
+	a.ackFlushed()
+	if len(rec.acked) != 2 || rec.acked[1].EntryID() != 3 || a.awaitingFlush() {
+		t.Fatalf("acknowledged %v, want entry 3 next and nothing waiting", rec.acked)
+	}
+	handle(4, 0x1000) // a skipped message relying on commits already flushed
+	if len(rec.acked) != 3 || rec.acked[2].EntryID() != 4 {
+		t.Fatalf("a message covered by the flush was not acknowledged at once: %v", rec.acked)
 	}
 }

@@ -165,24 +165,22 @@ func (s *subscription) save() error {
 // cursorSaveInterval, and a last time when the subscription or the broker
 // stops (a crash saves nothing, as with Pulsar).
 func (s *subscription) saveLoop() {
-	for {
+	defer func() { _ = s.save() }()
+	// wait returns false once the subscription or the broker stops.
+	wait := func(c <-chan struct{}, d <-chan time.Time) bool {
 		select {
-		case <-s.saveCh:
+		case <-c:
+		case <-d:
 		case <-s.quit:
-			_ = s.save()
-			return
+			return false
 		case <-s.topic.srv.quit:
-			_ = s.save()
-			return
+			return false
 		}
+		return true
+	}
+	for wait(s.saveCh, nil) {
 		_ = s.save()
-		select {
-		case <-time.After(cursorSaveInterval):
-		case <-s.quit:
-			_ = s.save()
-			return
-		case <-s.topic.srv.quit:
-			_ = s.save()
+		if !wait(nil, time.After(cursorSaveInterval)) {
 			return
 		}
 	}
