@@ -429,6 +429,15 @@ func (a *applier) stop() error {
 		// The rest of the source transaction is still in the topic.
 		a.plan.take()
 	}
+	if a.awaitingFlush() {
+		// So that a restart does not receive again what was applied:
+		// best effort, a redelivery is skipped by the stored position.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.pollFlush(ctx); err != nil {
+			a.log.Warn("acknowledge on shutdown", "err", err)
+		}
+		cancel()
+	}
 	a.log.Info("stopped", "applied", pglogrepl.LSN(a.applied))
 	return nil
 }

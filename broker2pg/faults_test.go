@@ -591,3 +591,29 @@ func foreignProducer(t *testing.T, url, topic string) pulsar.Producer {
 	t.Cleanup(producer.Close)
 	return producer
 }
+
+// TestIdleApplyAcknowledgesWhatItApplied: commits are asynchronous and
+// acknowledged once flushed; once the source goes quiet, the idle apply
+// has the target flush and acknowledges every message, leaving no backlog
+// for the next start to receive again.
+func TestIdleApplyAcknowledgesWhatItApplied(t *testing.T) {
+	p := startLoadPair(t, "persistent://public/default/idle-ack")
+	svc, stop := servicetest.Apply(t, p.dstSrv, "src", "dst", p.broker.URL(), p.topic)
+	for n := 1; n <= 5; n++ {
+		waitMarker(t, p.src, p.dst, svc, n)
+	}
+	r, err := broker2pg.NewBacklogReader(p.broker.AdminURL(), "", pulsarclient.TLS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "no backlog once the apply is idle", func() error {
+		n, err := r.Backlog(context.Background(), p.topic, catalog.SubscriptionName("dst"))
+		if err == nil && n != 0 {
+			err = fmt.Errorf("%d messages not acknowledged", n)
+		}
+		return err
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -78,6 +78,9 @@ func (a *applier) beginTargetTxn(ctx context.Context) error {
 	if err == nil {
 		err = br.QueryRow().Scan(&a.insertLSN, &a.flushLSN)
 	}
+	if err == nil {
+		a.ackFlushed(a.flushLSN)
+	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
 	}
@@ -176,9 +179,17 @@ func (a *applier) ack() error {
 	if a.unacked == nil {
 		return nil
 	}
-	a.flushWait = append(a.flushWait, flushWait{lsn: a.insertLSN, id: a.unacked})
+	if n := len(a.flushWait); n > 0 && a.flushWait[n-1].lsn == a.insertLSN {
+		// A run of skipped messages waits for one position: keep one
+		// entry, the newest message (a redelivery can come out of order).
+		if after(a.unacked, a.flushWait[n-1].id) {
+			a.flushWait[n-1].id = a.unacked
+		}
+	} else {
+		a.flushWait = append(a.flushWait, flushWait{lsn: a.insertLSN, id: a.unacked})
+	}
 	a.unacked = nil
-	a.ackFlushed()
+	a.ackFlushed(a.flushLSN)
 	return nil
 }
 
@@ -192,22 +203,24 @@ type flushWait struct {
 const walPositionsSQL = `SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()`
 
 // flushPoll is how long an idle applier with acknowledgments waiting lets
-// pass before it reads the target's flush position again. The target's WAL
-// writer flushes asynchronous commits within three wal_writer_delay (200 ms
-// by default); a busy applier reads the position with every commit.
+// pass before it has the target flush (pollFlush). A busy applier reads
+// the flush position with every commit instead, and the target's WAL
+// writer flushes asynchronous commits within three wal_writer_delay.
 const flushPoll = 50 * time.Millisecond
 
-// ackFlushed acknowledges, cumulatively, the newest waiting message the
-// target's flush position covers.
-func (a *applier) ackFlushed() {
+// ackFlushed acknowledges, cumulatively, the newest waiting message whose
+// position flushed covers.
+func (a *applier) ackFlushed(flushed pglogrepl.LSN) {
+	var id pulsar.MessageID
 	n := 0
-	for n < len(a.flushWait) && a.flushWait[n].lsn <= a.flushLSN {
-		n++
+	for ; n < len(a.flushWait) && a.flushWait[n].lsn <= flushed; n++ {
+		if id == nil || after(a.flushWait[n].id, id) {
+			id = a.flushWait[n].id
+		}
 	}
 	if n == 0 {
 		return
 	}
-	id := a.flushWait[n-1].id
 	a.flushWait = slices.Delete(a.flushWait, 0, n)
 	if err := a.consumer.AckIDCumulative(id); err != nil {
 		// The target holds the data and its position: a lost ack only
@@ -217,19 +230,29 @@ func (a *applier) ackFlushed() {
 }
 
 // awaitingFlush tells whether acknowledgments wait for a flush that only a
-// poll will show: no target transaction is open, whose commit would read
+// poll will bring: no target transaction is open, whose commit would read
 // the position anyway.
 func (a *applier) awaitingFlush() bool {
 	return len(a.flushWait) > 0 && a.targetTxn == nil && a.inflight == nil
 }
 
-// pollFlush reads the target's flush position and acknowledges what it
-// covers.
+// pollFlush has the target flush its WAL up to the last commit of the
+// source's replication origin (pg_replication_origin_progress with flush
+// = true), then acknowledges every waiting message: each relies on commits
+// of that origin, this session's or an earlier applier's, all of them
+// flushed now. The WAL writer alone would leave WAL after the last
+// asynchronous commit unflushed while the target is idle, and a waiting
+// insert position may lie there.
 func (a *applier) pollFlush(ctx context.Context) error {
-	if err := a.conn.QueryRow(ctx, walPositionsSQL).Scan(&a.insertLSN, &a.flushLSN); err != nil {
-		return fmt.Errorf("read the target's WAL flush position: %w", err)
+	var progress *string
+	err := a.conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, true)::text, pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()`,
+		catalog.OriginName(a.svc.cfg.Source)).Scan(&progress, &a.insertLSN, &a.flushLSN)
+	if err != nil {
+		return fmt.Errorf("flush the target's WAL up to the replication origin's last commit: %w", err)
 	}
-	a.ackFlushed()
+	if n := len(a.flushWait); n > 0 {
+		a.ackFlushed(a.flushWait[n-1].lsn)
+	}
 	return nil
 }
 

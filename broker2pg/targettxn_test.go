@@ -93,7 +93,7 @@ func TestAckWaitsForTheTargetsFlush(t *testing.T) {
 		t.Fatalf("acked %v before the flush passed any commit (awaiting flush: %v)", rec.acked, a.awaitingFlush())
 	}
 	a.flushLSN = 0x300
-	a.ackFlushed()
+	a.ackFlushed(a.flushLSN)
 	if len(rec.acked) != 1 || rec.acked[0].EntryID() != 2 {
 		t.Fatalf("flush at 0x300 acknowledged %v, want entry 2 alone (cumulative)", rec.acked)
 	}
@@ -103,12 +103,24 @@ func TestAckWaitsForTheTargetsFlush(t *testing.T) {
 	}
 	a.targetTxn = nil
 	a.flushLSN = 0x1000
-	a.ackFlushed()
+	a.ackFlushed(a.flushLSN)
 	if len(rec.acked) != 2 || rec.acked[1].EntryID() != 3 || a.awaitingFlush() {
 		t.Fatalf("acknowledged %v, want entry 3 next and nothing waiting", rec.acked)
 	}
 	handle(4, 0x1000) // a skipped message relying on commits already flushed
 	if len(rec.acked) != 3 || rec.acked[2].EntryID() != 4 {
 		t.Fatalf("a message covered by the flush was not acknowledged at once: %v", rec.acked)
+	}
+	// Skipped messages redelivered out of order share one position: one
+	// entry, and the acknowledgment is the newest message.
+	handle(9, 0x2000)
+	handle(7, 0x2000)
+	handle(8, 0x3000)
+	if len(a.flushWait) != 2 || a.flushWait[0].id.EntryID() != 9 {
+		t.Fatalf("waiting %v, want entry 9 at 0x2000, then entry 8", a.flushWait)
+	}
+	a.ackFlushed(0x3000)
+	if last := rec.acked[len(rec.acked)-1]; last.EntryID() != 9 {
+		t.Fatalf("acknowledged %v last, want entry 9, the newest covered", last)
 	}
 }

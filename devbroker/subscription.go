@@ -548,6 +548,11 @@ func (s *subscription) resetTo(markDelete store.Position) ([]*consumer, error) {
 	s.mu.Lock()
 	s.restore(store.CursorState{MarkDelete: markDelete})
 	s.dirty = true
+	// Retention must keep what the new position reads from the moment it
+	// is set, not from when it is saved.
+	if markDelete.Less(s.saved) {
+		s.saved = markDelete
+	}
 	detached := s.consumers
 	s.consumers = nil
 	s.mu.Unlock()

@@ -289,6 +289,9 @@ func (t *topic) unload() {
 func (t *topic) close() error {
 	for _, s := range t.subscriptions() {
 		s.stop()
+		// Acks handled after the saver's last save, while connections
+		// were closing.
+		_ = s.save()
 	}
 	return t.log.Close()
 }
