@@ -15,7 +15,8 @@
 // skipped by (lsn, seq). Target transactions commit with synchronous_commit
 // = off, as native logical replication's apply worker does, and their
 // messages are acknowledged only once the target's WAL is flushed past the
-// commit (read with every commit, polled while idle): a crash of the target
+// commit (read with every commit; an idle apply has the target flush up to
+// its replication origin's last commit): a crash of the target
 // loses only commits whose messages the broker still holds. A target that
 // waits for synchronous standbys commits as configured instead (off raised
 // to on) and is acknowledged at commit, since a flush on the primary alone
