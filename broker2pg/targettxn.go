@@ -244,9 +244,9 @@ func (a *applier) awaitingFlush() bool {
 // asynchronous commit unflushed while the target is idle, and a waiting
 // insert position may lie there.
 func (a *applier) pollFlush(ctx context.Context) error {
-	var progress *string
+	// The progress itself is not needed: nil skips it.
 	err := a.conn.QueryRow(ctx, `SELECT pg_replication_origin_progress($1, true)::text, pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()`,
-		catalog.OriginName(a.svc.cfg.Source)).Scan(&progress, &a.insertLSN, &a.flushLSN)
+		catalog.OriginName(a.svc.cfg.Source)).Scan(nil, &a.insertLSN, &a.flushLSN)
 	if err != nil {
 		return fmt.Errorf("flush the target's WAL up to the replication origin's last commit: %w", err)
 	}

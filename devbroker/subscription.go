@@ -194,9 +194,13 @@ func (s *subscription) forgetCursor() error {
 	return s.topic.cursors.Delete(s.name)
 }
 
-func (s *subscription) wake() {
+func (s *subscription) wake() { notify(s.wakeCh) }
+
+// notify signals a goroutine waiting on ch, a channel of capacity 1,
+// without blocking: a signal already pending stands for this one too.
+func notify(ch chan<- struct{}) {
 	select {
-	case s.wakeCh <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -425,10 +429,7 @@ func (s *subscription) ack(c *consumer, cumulative bool, ids []*wire.MessageIdDa
 	if wait {
 		return s.save()
 	}
-	select {
-	case s.saveCh <- struct{}{}:
-	default:
-	}
+	notify(s.saveCh)
 	return nil
 }
 

@@ -269,22 +269,22 @@ func (s *session) waitMarker(ctx context.Context, id, source string, seqs <-chan
 			default:
 			}
 		}
+		b := &pgx.Batch{}
 		if pending != nil {
-			b := &pgx.Batch{}
 			b.Queue(setSequencesSQL, sequenceArgs(pending)...)
-			b.Queue(look, id, source)
-			br := s.conn.SendBatch(ctx, b)
+		}
+		b.Queue(look, id, source)
+		br := s.conn.SendBatch(ctx, b)
+		if pending != nil {
 			if _, err = br.Exec(); err != nil {
 				_ = br.Close()
 				return a, false, fmt.Errorf("cluster %s: set sequences: %w", s.name, err)
 			}
 			set = true
-			err = br.QueryRow().Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
-			if closeErr := br.Close(); err == nil {
-				err = closeErr
-			}
-		} else {
-			err = s.conn.QueryRow(ctx, look, id, source).Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
+		}
+		err = br.QueryRow().Scan(&a.CommitLSN, &a.CommitTime, &a.MessageID)
+		if closeErr := br.Close(); err == nil {
+			err = closeErr
 		}
 		if err == nil {
 			return a, set, nil
