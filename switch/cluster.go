@@ -106,39 +106,28 @@ func (s *session) fenced(ctx context.Context) (bool, error) {
 	return on, nil
 }
 
-// fence makes the database read-only for new sessions and terminates the
-// client sessions that are not pgtandem's, so that none keeps writing with
-// the setting it started with. It returns how many it terminated.
-func (s *session) fence(ctx context.Context) (int, error) {
-	if err := s.setReadOnly(ctx); err != nil {
-		return 0, err
-	}
-	n, _, err := s.terminateClients(ctx, "")
-	return n, err
-}
-
 // databaseSQL is the database the session is connected to, quoted: pgx
 // resolved the DSN's default already, so naming it costs no round trip in
 // the pause.
 func (s *session) databaseSQL() string { return pgx.Identifier{s.conn.Config().Database}.Sanitize() }
 
-// setReadOnly makes the database read-only for the sessions that start
-// from now on.
-func (s *session) setReadOnly(ctx context.Context) error {
-	if _, err := s.conn.Exec(ctx, `ALTER DATABASE `+s.databaseSQL()+` SET default_transaction_read_only = on`); err != nil {
-		return fmt.Errorf("cluster %s: fence: %w", s.name, err)
-	}
-	return nil
-}
-
-// terminateClients ends the client sessions of the database that are not
-// pgtandem's and waits until those that could still commit are gone; it
-// returns how many it ended. With a marker id it then writes that marker
-// (see writeMarker) and returns the WAL position as it was written: in the
-// same statement, after the terminations, when none of the ended sessions
-// could still commit, which saves the write pause a round trip; otherwise
-// once they are gone.
-func (s *session) terminateClients(ctx context.Context, marker string) (int, pglogrepl.LSN, error) {
+// fence makes the database read-only for new sessions and terminates its
+// client sessions that are not pgtandem's, so that none keeps writing with
+// the setting it started with, and waits until those that could still
+// commit are gone; it returns how many it terminated. With a marker id it
+// then writes that marker (see writeMarker) and returns the WAL position as
+// it was written: in the same statement, after the terminations, when none
+// of the ended sessions could still commit, which saves the write pause a
+// round trip; otherwise once they are gone.
+//
+// The read-only default and the terminations go in one round trip, the
+// ALTER committed first: a session that starts after the terminations
+// (a client bypassing the pooler reconnecting) is read-only. Behind
+// PgBouncer, call it only once the PAUSE completed: a server connection
+// PgBouncer opened between the ALTER and the PAUSE taking effect would fail
+// its clients' writes, and, outliving an undo that resumes PgBouncer before
+// it lifts the fence, keep failing them after it.
+func (s *session) fence(ctx context.Context, marker string) (int, pglogrepl.LSN, error) {
 	// pg_terminate_backend only signals: a session in the middle of a
 	// COMMIT could still commit after the marker, so such sessions are
 	// waited for, polling: its timeout argument (PostgreSQL 14+) checks
@@ -161,7 +150,11 @@ func (s *session) terminateClients(ctx context.Context, marker string) (int, pgl
 	var pids []int32
 	var terminated int
 	var lsn pglogrepl.LSN
-	err := s.conn.QueryRow(ctx, `WITH ended AS (
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`ALTER DATABASE ` + s.databaseSQL() + ` SET default_transaction_read_only = on`)
+	b.Queue(`COMMIT`)
+	b.Queue(`WITH ended AS (
 		SELECT pid, coalesce(state, '') = 'idle' AS idle FROM (SELECT pid, state FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
 			  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)
@@ -169,9 +162,10 @@ func (s *session) terminateClients(ctx context.Context, marker string) (int, pgl
 		INSERT INTO pgtandem.switch_marker (marker_id, written_on) SELECT $1::text, $2::text
 		WHERE $1::text <> '' AND NOT EXISTS (SELECT 1 FROM ended WHERE NOT idle)
 		ON CONFLICT (marker_id) DO NOTHING
-	) SELECT coalesce(array_agg(pid) FILTER (WHERE NOT idle), '{}'), count(*), pg_current_wal_lsn() FROM ended`, marker, s.name).Scan(&pids, &terminated, &lsn)
-	if err != nil {
-		return 0, 0, fmt.Errorf("cluster %s: fence: terminate client sessions: %w", s.name, err)
+	) SELECT coalesce(array_agg(pid) FILTER (WHERE NOT idle), '{}'), count(*), pg_current_wal_lsn() FROM ended`, marker, s.name).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&pids, &terminated, &lsn) })
+	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
+		return 0, 0, fmt.Errorf("cluster %s: fence (read-only default, client sessions terminated): %w", s.name, err)
 	}
 	if len(pids) == 0 {
 		return terminated, lsn, nil // the marker, if any, is written
@@ -191,6 +185,7 @@ func (s *session) terminateClients(ctx context.Context, marker string) (int, pgl
 		}
 	}
 	if marker != "" {
+		var err error
 		if lsn, err = s.writeMarker(ctx, marker); err != nil {
 			return 0, 0, err
 		}

@@ -63,7 +63,7 @@ type switcher struct {
 	// write records, oldest first.
 	unjournaled []stepRecord
 	// markerLSN is where the fence step wrote the marker, 0 when it did
-	// not (see terminateClients).
+	// not (see session.fence).
 	markerLSN pglogrepl.LSN
 }
 
@@ -548,32 +548,16 @@ func (s *switcher) end(ctx context.Context, state string) error {
 // nothing), then the database made read-only for new sessions and the
 // client sessions terminated, then the hook.
 //
-// The read-only default waits for the PAUSE: while a PAUSE waits for
-// running transactions PgBouncer may still open server connections, and
-// those would keep the default for their life, failing clients' writes
-// after an undo.
+// The read-only default waits for the PAUSE to complete: while a PAUSE
+// waits for running transactions, and before PgBouncer got it, PgBouncer
+// may still open server connections, and those would keep the default for
+// their life, failing clients' writes (after an undo too, which resumes a
+// PAUSE that timed out before it lifts the fence). It goes in one round
+// trip with the terminations (see session.fence), which cost a round trip
+// after the PAUSE anyway.
 func (s *switcher) fence(ctx context.Context) (string, error) {
 	var details []string
 	start := time.Now()
-	// The database's default_transaction_read_only applies to sessions
-	// that start after it, which PgBouncer does not open while it pauses,
-	// so it is set while the PAUSE waits for the transactions in flight:
-	// the pause is shorter by its round trip (2-28 ms under the
-	// benchmark's load). Sessions are terminated only once PgBouncer has
-	// paused: its server connections are then idle, and no client
-	// transaction through it fails.
-	readOnly := make(chan error, 1)
-	var readOnlyTook time.Duration
-	if s.cfg.has(FenceDatabase) {
-		go func() {
-			err := s.from.setReadOnly(ctx)
-			readOnlyTook = time.Since(start)
-			readOnly <- err
-		}()
-	} else {
-		readOnly <- nil
-	}
-	var fenceErr error
 	if s.cfg.has(FencePgBouncer) {
 		pauseCtx, cancel := context.WithTimeout(ctx, s.cfg.PauseTimeout)
 		err := s.eachBouncer(func(_ int, b *PgBouncer) error {
@@ -588,16 +572,10 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 			return b.Pause(pauseCtx, s.cfg.PgBouncer.Database)
 		})
 		cancel()
-		fenceErr = err
+		if err != nil {
+			return "", err
+		}
 		details = append(details, fmt.Sprintf("%d PgBouncer paused in %s", len(s.bouncers), ms(time.Since(start))))
-	}
-	// Waited for before any return: undoing a failed fence unfences the
-	// database, and the ALTER must not land after that.
-	if err := <-readOnly; fenceErr == nil && err != nil {
-		fenceErr = err
-	}
-	if fenceErr != nil {
-		return "", fenceErr
 	}
 	if s.cfg.has(FenceDatabase) {
 		// The marker goes with the terminations when nothing else fences
@@ -606,13 +584,13 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 		if !s.cfg.has(FenceHook) {
 			marker = s.rec.ID
 		}
-		terminating := time.Now()
-		n, lsn, err := s.from.terminateClients(ctx, marker)
+		fencing := time.Now()
+		n, lsn, err := s.from.fence(ctx, marker)
 		if err != nil {
 			return "", err
 		}
 		s.rep.Terminated = n
-		detail := fmt.Sprintf("database read-only in %s, %d sessions terminated in %s", ms(readOnlyTook), n, ms(time.Since(terminating)))
+		detail := fmt.Sprintf("database read-only and %d sessions terminated in %s", n, ms(time.Since(fencing)))
 		if marker != "" {
 			s.markerLSN = lsn
 			detail += ", marker written"
@@ -841,7 +819,7 @@ func (s *switcher) undo(ctx context.Context) error {
 	}
 	if s.cfg.has(FenceDatabase) && s.rec.ToWasFenced {
 		if fenced, err := s.to.fenced(ctx); err != nil || !fenced {
-			if _, err := s.to.fence(ctx); err != nil {
+			if _, _, err := s.to.fence(ctx, ""); err != nil {
 				errs = append(errs, err)
 			}
 		}

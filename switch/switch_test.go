@@ -212,7 +212,7 @@ func TestHookStrategies(t *testing.T) {
 // fence step has ended (before the marker is written). It fails without
 // the terminations or without the read-only default; the window in which
 // a terminated session that was idle could commit (none, see
-// terminateClients) is too narrow for a test to hit.
+// session.fence) is too narrow for a test to hit.
 func TestDatabaseFenceLeavesNoCommitBehind(t *testing.T) {
 	td := tandemtest.Start(t, 15, 17)
 	ctx, cancel := context.WithCancel(context.Background())
