@@ -128,42 +128,10 @@ func (s *session) databaseSQL() string { return pgx.Identifier{s.conn.Config().D
 // its clients' writes, and, outliving an undo that resumes PgBouncer before
 // it lifts the fence, keep failing them after it.
 func (s *session) fence(ctx context.Context, marker string) (int, pglogrepl.LSN, error) {
-	// pg_terminate_backend only signals: a session in the middle of a
-	// COMMIT could still commit after the marker, so such sessions are
-	// waited for, polling: its timeout argument (PostgreSQL 14+) checks
-	// only every 100 ms, which the benchmark showed as pause. A session
-	// that was idle (outside a transaction, waiting for a command) cannot:
-	// waiting for a command it handles the signal at once, and a command
-	// it had just read reaches an interrupt check in the executor before
-	// it could commit a change. Not waiting for those, usually PgBouncer's
-	// idle server connections, shortens the pause by their exit (3-5 ms
-	// each on the benchmark's machine). A session whose state is unknown
-	// (track_activities off) is waited for.
-	// OFFSET 0 keeps the filter below the call: without it the planner
-	// pushes pg_terminate_backend into the scan of pg_stat_get_activity, and
-	// it would end every process of the cluster the filter was meant to
-	// spare (other databases, walsenders, the launcher).
-	//
-	// The CTE that ends the sessions is evaluated once (it is volatile),
-	// before the marker's INSERT, which reads it: the marker commits with
-	// the statement, after every signal was sent.
 	var pids []int32
 	var terminated int
 	var lsn pglogrepl.LSN
-	b := &pgx.Batch{}
-	b.Queue(`BEGIN`)
-	b.Queue(`ALTER DATABASE ` + s.databaseSQL() + ` SET default_transaction_read_only = on`)
-	b.Queue(`COMMIT`)
-	b.Queue(`WITH ended AS (
-		SELECT pid, coalesce(state, '') = 'idle' AS idle FROM (SELECT pid, state FROM pg_stat_activity
-			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-			  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)
-	), marker AS (
-		INSERT INTO pgtandem.switch_marker (marker_id, written_on) SELECT $1::text, $2::text
-		WHERE $1::text <> '' AND NOT EXISTS (SELECT 1 FROM ended WHERE NOT idle)
-		ON CONFLICT (marker_id) DO NOTHING
-	) SELECT coalesce(array_agg(pid) FILTER (WHERE NOT idle), '{}'), count(*), pg_current_wal_lsn() FROM ended`, marker, s.name).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&pids, &terminated, &lsn) })
+	b := s.fenceBatch(marker, func(row pgx.Row) error { return row.Scan(&pids, &terminated, &lsn) })
 	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, 0, fmt.Errorf("cluster %s: fence (read-only default, client sessions terminated): %w", s.name, err)
 	}
@@ -193,6 +161,45 @@ func (s *session) fence(ctx context.Context, marker string) (int, pglogrepl.LSN,
 	return terminated, lsn, nil
 }
 
+// fenceBatch is session.fence's round trip; scan reads the row of the
+// terminations (their pids that were not idle, how many, the WAL position).
+func (s *session) fenceBatch(marker string, scan func(pgx.Row) error) *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`ALTER DATABASE ` + s.databaseSQL() + ` SET default_transaction_read_only = on`)
+	b.Queue(`COMMIT`)
+	// pg_terminate_backend only signals: a session in the middle of a
+	// COMMIT could still commit after the marker, so such sessions are
+	// waited for, polling: its timeout argument (PostgreSQL 14+) checks
+	// only every 100 ms, which the benchmark showed as pause. A session
+	// that was idle (outside a transaction, waiting for a command) cannot:
+	// waiting for a command it handles the signal at once, and a command
+	// it had just read reaches an interrupt check in the executor before
+	// it could commit a change. Not waiting for those, usually PgBouncer's
+	// idle server connections, shortens the pause by their exit (3-5 ms
+	// each on the benchmark's machine). A session whose state is unknown
+	// (track_activities off) is waited for.
+	// OFFSET 0 keeps the filter below the call: without it the planner
+	// pushes pg_terminate_backend into the scan of pg_stat_get_activity, and
+	// it would end every process of the cluster the filter was meant to
+	// spare (other databases, walsenders, the launcher).
+	//
+	// The CTE that ends the sessions is evaluated once (it is volatile),
+	// before the marker's INSERT, which reads it: the marker commits with
+	// the statement, after every signal was sent.
+	b.Queue(`WITH ended AS (
+		SELECT pid, coalesce(state, '') = 'idle' AS idle FROM (SELECT pid, state FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+			  AND coalesce(application_name, '') NOT LIKE 'pgtandem%' OFFSET 0) clients WHERE pg_terminate_backend(pid)
+	), marker AS (
+		INSERT INTO pgtandem.switch_marker (marker_id, written_on) SELECT $1::text, $2::text
+		WHERE $1::text <> '' AND NOT EXISTS (SELECT 1 FROM ended WHERE NOT idle)
+		ON CONFLICT (marker_id) DO NOTHING
+	) SELECT coalesce(array_agg(pid) FILTER (WHERE NOT idle), '{}'), count(*), pg_current_wal_lsn() FROM ended`, marker, s.name).
+		QueryRow(scan)
+	return b
+}
+
 // unfenceSQL lifts the database fence; new sessions may write again.
 func (s *session) unfenceSQL() string {
 	return `ALTER DATABASE ` + s.databaseSQL() + ` RESET default_transaction_read_only`
@@ -213,6 +220,14 @@ func (s *session) unfence(ctx context.Context) error {
 // the marker's transaction, and every one applied before it, durable on
 // the target before anything can write there.
 func (s *session) writeCut(ctx context.Context, cut *cursor.Mark, unfence bool) error {
+	if err := s.conn.SendBatch(ctx, s.cutBatch(cut, unfence)).Close(); err != nil {
+		return fmt.Errorf("cluster %s: write the cut row of switch %s (and lift the fence): %w", s.name, cut.SwitchID, err)
+	}
+	return nil
+}
+
+// cutBatch is writeCut's transaction.
+func (s *session) cutBatch(cut *cursor.Mark, unfence bool) *pgx.Batch {
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(`SET LOCAL synchronous_commit = on`)
@@ -221,8 +236,22 @@ func (s *session) writeCut(ctx context.Context, cut *cursor.Mark, unfence bool) 
 		b.Queue(s.unfenceSQL())
 	}
 	b.Queue(`COMMIT`)
-	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("cluster %s: write the cut row of switch %s (and lift the fence): %w", s.name, cut.SwitchID, err)
+	return b
+}
+
+// prepare prepares the statements of batches on the session ahead of the
+// write pause. pgx prepares a statement new to the connection in a round
+// trip of its own before it sends it (and the switch's connections are new
+// for each switch): prepared, the fence's and the cut's statements cost the
+// pause one round trip each, not two.
+func (s *session) prepare(ctx context.Context, batches ...*pgx.Batch) error {
+	for _, b := range batches {
+		for _, q := range b.QueuedQueries {
+			// Named by their text, pgx sends them by name (see pgx.Conn.Prepare).
+			if _, err := s.conn.Prepare(ctx, q.SQL, q.SQL); err != nil {
+				return fmt.Errorf("cluster %s: prepare the switch's statements: %w", s.name, err)
+			}
+		}
 	}
 	return nil
 }
@@ -232,13 +261,18 @@ func (s *session) writeCut(ctx context.Context, cut *cursor.Mark, unfence bool) 
 // implicit transaction: the marker's commit record comes just after).
 func (s *session) writeMarker(ctx context.Context, id string) (pglogrepl.LSN, error) {
 	var lsn pglogrepl.LSN
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO pgtandem.switch_marker (marker_id, written_on) VALUES ($1, $2) ON CONFLICT (marker_id) DO NOTHING`, id, s.name)
-	b.Queue(`SELECT pg_current_wal_lsn()`).QueryRow(func(row pgx.Row) error { return row.Scan(&lsn) })
-	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
+	if err := s.conn.SendBatch(ctx, s.markerBatch(id, &lsn)).Close(); err != nil {
 		return 0, fmt.Errorf("cluster %s: write marker %s: %w", s.name, id, err)
 	}
 	return lsn, nil
+}
+
+// markerBatch is writeMarker's round trip; lsn receives the position.
+func (s *session) markerBatch(id string, lsn *pglogrepl.LSN) *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO pgtandem.switch_marker (marker_id, written_on) VALUES ($1, $2) ON CONFLICT (marker_id) DO NOTHING`, id, s.name)
+	b.Queue(`SELECT pg_current_wal_lsn()`).QueryRow(func(row pgx.Row) error { return row.Scan(lsn) })
+	return b
 }
 
 // markerArrival is what the target shows once a marker is applied: the
@@ -254,8 +288,6 @@ type markerArrival struct {
 // in the cluster with the next poll, in the same round trip (see
 // setSequencesSQL); set tells whether they were. A nil seqs sets nothing.
 func (s *session) waitMarker(ctx context.Context, id, source string, seqs <-chan []sequence) (a markerArrival, set bool, err error) {
-	const look = `SELECT p.commit_lsn, coalesce(p.commit_time, m.written_at), coalesce(p.message_id, '') FROM pgtandem.switch_marker m
-		LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`
 	for {
 		var pending []sequence
 		if !set {
@@ -264,12 +296,7 @@ func (s *session) waitMarker(ctx context.Context, id, source string, seqs <-chan
 			default:
 			}
 		}
-		b := &pgx.Batch{}
-		if pending != nil {
-			b.Queue(setSequencesSQL, sequenceArgs(pending)...)
-		}
-		b.Queue(look, id, source)
-		br := s.conn.SendBatch(ctx, b)
+		br := s.conn.SendBatch(ctx, lookBatch(id, source, pending))
 		if pending != nil {
 			if _, err = br.Exec(); err != nil {
 				_ = br.Close()
@@ -293,6 +320,18 @@ func (s *session) waitMarker(ctx context.Context, id, source string, seqs <-chan
 		case <-time.After(markerPoll):
 		}
 	}
+}
+
+// lookBatch is one look for marker id applied from source, after the
+// setval of pending when there are any.
+func lookBatch(id, source string, pending []sequence) *pgx.Batch {
+	b := &pgx.Batch{}
+	if pending != nil {
+		b.Queue(setSequencesSQL, sequenceArgs(pending)...)
+	}
+	b.Queue(`SELECT p.commit_lsn, coalesce(p.commit_time, m.written_at), coalesce(p.message_id, '') FROM pgtandem.switch_marker m
+		LEFT JOIN pgtandem.apply_progress p ON p.source_cluster = $2 WHERE m.marker_id = $1`, id, source)
+	return b
 }
 
 // sequence is one sequence's state: nextval returns LastValue+increment

@@ -172,10 +172,25 @@ func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (rep *
 	s.rec = &record{ID: newID(), From: cfg.From.Name, To: cfg.To.Name, StartedAt: time.Now(), ToWasFenced: toFenced,
 		Started: map[string]time.Time{}, Ended: map[string]time.Time{}}
 	s.rep.SwitchID = s.rec.ID
+	if err := s.prepare(ctx); err != nil {
+		return s.rep, err
+	}
 	if err := s.both(func(sess *session) error { return sess.begin(ctx, s.rec) }); err != nil {
 		return s.rep, err
 	}
 	return s.rep, s.steps(ctx)
+}
+
+// prepare prepares the statements the steps send in the write pause on
+// the session that sends them (see session.prepare).
+func (s *switcher) prepare(ctx context.Context) error {
+	return s.both(func(sess *session) error {
+		if sess == s.from {
+			return sess.prepare(ctx, sess.fenceBatch("", nil), sess.markerBatch("", nil))
+		}
+		return sess.prepare(ctx, lookBatch("", "", []sequence{}),
+			sess.cutBatch(&cursor.Mark{}, s.cfg.has(FenceDatabase) && s.rec.ToWasFenced))
+	})
 }
 
 // Resume finishes the switch recorded as running: past the point of no
@@ -206,6 +221,9 @@ func Resume(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (*R
 		return s.rep, s.finishCursor(ctx)
 	}
 	if err := s.prepareSequences(ctx); err != nil {
+		return s.rep, err
+	}
+	if err := s.prepare(ctx); err != nil {
 		return s.rep, err
 	}
 	s.rep.PauseStart = s.rec.Started[StepFence]
