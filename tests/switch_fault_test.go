@@ -481,11 +481,31 @@ func TestSwitchRefusesBadInputs(t *testing.T) {
 		idle.commit(t, td)
 	})
 
+	// While the PAUSE waits, old is not read-only yet: PgBouncer may still
+	// open server connections until it has the PAUSE, and one opened
+	// read-only would fail its clients' writes for its life, after the
+	// undo's RESUME too.
 	t.Run("pause-held-by-a-client-idle-in-transaction", func(t *testing.T) {
 		idle := faultIdleInTransaction(t, td, 0)
 		before := faultSwitchCount(t, td.Old)
-		r := faultSwitch(t, td, config, nil, "--from", "old", "--to", "new",
-			"--set", "switch.max-transaction-age=1h", "--set", "switch.pause-timeout=1s")
+		sw := faultStart(t, config, nil, "--from", "old", "--to", "new",
+			"--set", "switch.max-transaction-age=1h", "--set", "switch.pause-timeout=3s")
+		testwait.For(t, time.Minute, "PgBouncer pausing "+tandemtest.Database, func() error {
+			dbs, err := faultBouncer(t, td).Databases(context.Background())
+			if err != nil {
+				return err
+			}
+			for _, d := range dbs {
+				if d.Name == tandemtest.Database && d.Paused {
+					return nil
+				}
+			}
+			return errors.New("not paused")
+		})
+		if !faultWritable(t, td.Old) {
+			t.Errorf("a session that starts on old while the PAUSE waits is read-only")
+		}
+		r := sw.wait(t)
 		want := []string{"failed at step fence and was undone", "PAUSE postgres did not complete within", "idle in transaction", "the database was resumed"}
 		if r.code != 3 || !containsAll(r.stderr, want) {
 			t.Fatalf("PAUSE held by an open transaction: exit %d, want 3 and %q in\n%s", r.code, want, r.stderr)
