@@ -4,10 +4,9 @@
 // them with `make bench`.
 //
 // BenchmarkSwitchPause measures the client-visible write pause of ten
-// `pgtandem switch` runs back and forth at 500 TPS through PgBouncer (the
-// binary, in a process of its own as an operator runs it, after a dry run),
-// beside a scripted native switch (PAUSE, wait for the subscription's replay
-// LSN, setval, repoint, RESUME) measured on the same servers in the same run.
+// `pgtandem switch` runs back and forth at 500 TPS through PgBouncer, beside
+// a scripted native switch (PAUSE, wait for the subscription's replay LSN,
+// setval, repoint, RESUME) measured on the same servers in the same run.
 //
 // Switches: PGTANDEM_BENCH_TXNS sets the size of the pgbench backlog
 // (default 100,000 transactions); PGTANDEM_BENCH_PIPELINE_PROFILE and

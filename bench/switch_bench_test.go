@@ -1,13 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,6 +15,7 @@ import (
 	"github.com/pgtandem/pgtandem/internal/pgbouncertest"
 	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/tandemtest"
 	"github.com/pgtandem/pgtandem/internal/testwait"
 	switchover "github.com/pgtandem/pgtandem/switch"
@@ -106,15 +103,8 @@ func BenchmarkSwitchPause(b *testing.B) {
 // one before.
 func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 	b.Helper()
+	ctx := context.Background()
 	dsn := map[string]string{"old": td.Old.DSN(tandemtest.Database), "new": td.New.DSN(tandemtest.Database)}
-	// The switch runs as the runbook has operators run it, pgtandem switch
-	// in a process of its own: in this one, with both directions' services
-	// and the broker busy with the load, its goroutines would wait for the
-	// Go scheduler (10 ms slices) at every step, which no operator's switch
-	// does. The native script has no such neighbour in its process.
-	bin := filepath.Join(b.TempDir(), "pgtandem")
-	run(b, "go", "build", "-o", bin, "../cmd/pgtandem")
-	config := td.ConfigFile(b, b.TempDir())
 	began := time.Now()
 	load := tandemtest.StartPgbench(b, td.Bouncer.DSN(tandemtest.Database), switchRate, switchClients, pgtandemLoad)
 	pauses := make([]pause, 0, switches)
@@ -123,10 +113,15 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 	// marker both ways and reads what the switch reads, so the reverse
 	// flow's first apply is not inside the first measured switch.
 	waitForWrites(b, dsn[from], switchEvery)
-	pgtandemSwitch(b, bin, config, from, to, "--dry-run")
-	for range switches {
+	if _, err := switchover.DryRun(ctx, td.SwitchConfig(from), td.SwitchOptions(b), servicetest.Logger()); err != nil {
+		b.Fatalf("pgtandem switch --dry-run: %v", err)
+	}
+	for i := range switches {
 		waitForWrites(b, dsn[from], switchEvery)
-		rep := pgtandemSwitch(b, bin, config, from, to)
+		rep, err := switchover.Run(ctx, td.SwitchConfig(from), td.SwitchOptions(b), servicetest.Logger())
+		if err != nil {
+			b.Fatalf("pgtandem switch %d from %s to %s: %v", i+1, from, to, err)
+		}
 		steps := []string{fmt.Sprintf("preflight probes forward/reverse %d/%d", rep.ForwardProbe.Milliseconds(), rep.ReverseProbe.Milliseconds())}
 		for _, s := range rep.Steps {
 			step := fmt.Sprintf("%s %d", s.Step, s.End.Sub(s.Start).Milliseconds())
@@ -151,23 +146,6 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 	b.Logf("pgtandem, %d switches in %.0f s of a %.0f s load (%s); pause ms as reported/as clients saw it: %s; ms per step of each switch (odd ones old -> new; one line: testing keeps 10 lines of a benchmark's log): %s",
 		switches, switched.Seconds(), pgtandemLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, nil), strings.Join(timelines, " | "))
 	return pauses
-}
-
-// pgtandemSwitch runs pgtandem switch from → to with args and returns its
-// report; any exit status but 0 fails the benchmark.
-func pgtandemSwitch(b *testing.B, bin, config, from, to string, args ...string) switchover.Report {
-	b.Helper()
-	cmd := exec.Command(bin, append([]string{"--config", config, "switch", "--from", from, "--to", to, "--json"}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		b.Fatalf("pgtandem switch --from %s --to %s %s: %v\n%s%s", from, to, strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	var rep switchover.Report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		b.Fatalf("pgtandem switch --json: %v\n%s", err, stdout.String())
-	}
-	return rep
 }
 
 // clientPauses fills each pause's client-visible figures.
