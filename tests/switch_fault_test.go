@@ -304,9 +304,11 @@ func TestSwitchDeadlineUndoes(t *testing.T) {
 
 	t.Run("marker-lookup-blocked-on-new", func(t *testing.T) {
 		// The lookup waits for the lock until the deadline, short of the
-		// switch sessions' lock_timeout of 2 s: the deadline always
-		// expires in the middle of a query on new.
-		const deadline = time.Second
+		// switch sessions' lock_timeout of 2 s, which starts after the
+		// fence: the deadline always expires in the middle of a query on
+		// new. The fence (a PAUSE, then the database fence's round trip)
+		// and the gate have the first 1.5 s, with room for a loaded machine.
+		const deadline = 1500 * time.Millisecond
 		abortLeftover(t)
 		mark := load.committed()
 		gate := newFaultGate(t)

@@ -80,8 +80,10 @@ type Options struct {
 	Broker []brokertest.Option
 }
 
-// Start starts everything for a switch from major old to major new and
-// waits until both directions carry a change.
+// Start starts everything for a switch from major old to major new: it
+// waits until each capture streams from its slot, not until a change went
+// through each direction (a switch's preflight probes prove that, within
+// switch.max-lag).
 func Start(t testing.TB, oldMajor, newMajor int, opts ...Options) *Tandem {
 	t.Helper()
 	var o Options
