@@ -18,6 +18,7 @@ import (
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/apache/pulsar-client-go/pulsaradmin"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/cursor"
 	"github.com/pgtandem/pgtandem/event"
@@ -186,7 +187,11 @@ func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (rep *
 func (s *switcher) prepare(ctx context.Context) error {
 	return s.both(func(sess *session) error {
 		if sess == s.from {
-			return sess.prepare(ctx, sess.fenceBatch("", nil), sess.markerBatch("", nil))
+			batches := []*pgx.Batch{sess.markerBatch("", nil)}
+			if s.cfg.has(FenceDatabase) {
+				batches = append(batches, sess.fenceBatch("", nil))
+			}
+			return sess.prepare(ctx, batches...)
 		}
 		return sess.prepare(ctx, lookBatch("", "", []sequence{}),
 			sess.cutBatch(&cursor.Mark{}, s.cfg.has(FenceDatabase) && s.rec.ToWasFenced))
