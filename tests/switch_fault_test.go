@@ -312,6 +312,7 @@ func TestSwitchDeadlineUndoes(t *testing.T) {
 		abortLeftover(t)
 		mark := load.committed()
 		gate := newFaultGate(t)
+		faultSwitchesGone(t, td)
 		p := faultStart(t, config, nil, withHook(gate.hook(false), deadline)...)
 		gate.waitArrived(t)
 		unlock := faultLockMarkers(t, td.New)
@@ -325,6 +326,7 @@ func TestSwitchDeadlineUndoes(t *testing.T) {
 		abortLeftover(t)
 		mark := load.committed()
 		gate := newFaultGate(t)
+		faultSwitchesGone(t, td)
 		p := faultStart(t, config, nil, withHook(gate.hook(false), deadline)...)
 		gate.waitArrived(t)
 		if err := td.StopForward(); err != nil {
@@ -490,6 +492,7 @@ func TestSwitchRefusesBadInputs(t *testing.T) {
 	t.Run("pause-held-by-a-client-idle-in-transaction", func(t *testing.T) {
 		idle := faultIdleInTransaction(t, td, 0)
 		before := faultSwitchCount(t, td.Old)
+		faultSwitchesGone(t, td)
 		sw := faultStart(t, config, nil, "--from", "old", "--to", "new",
 			"--set", "switch.max-transaction-age=1h", "--set", "switch.pause-timeout=3s")
 		testwait.For(t, time.Minute, "PgBouncer pausing "+tandemtest.Database, func() error {
@@ -518,6 +521,7 @@ func TestSwitchRefusesBadInputs(t *testing.T) {
 
 	t.Run("second-switch-while-one-runs", func(t *testing.T) {
 		gate := newFaultGate(t)
+		faultSwitchesGone(t, td)
 		first := faultStart(t, config, nil, "--from", "old", "--to", "new",
 			"--set", "switch.fence=pgbouncer,database,hook",
 			"--set", "switch.hooks.fence="+gate.hook(true),
@@ -924,8 +928,16 @@ func (p *faultProc) wait(t *testing.T) faultResult {
 }
 
 // faultSwitch runs pgtandem switch to its end, once the sessions of the
-// switch process before are gone: their advisory lock would refuse it.
+// switch process before are gone (see faultSwitchesGone).
 func faultSwitch(t *testing.T, td *tandemtest.Tandem, config string, env []string, args ...string) faultResult {
+	t.Helper()
+	faultSwitchesGone(t, td)
+	return faultStart(t, config, env, args...).wait(t)
+}
+
+// faultSwitchesGone waits until no session of an earlier switch process is
+// left on either cluster: its advisory lock would refuse the next switch.
+func faultSwitchesGone(t *testing.T, td *tandemtest.Tandem) {
 	t.Helper()
 	testwait.For(t, time.Minute, "no pgtandem switch session left on either cluster", func() error {
 		for _, srv := range []*pglocal.Server{td.Old, td.New} {
@@ -941,7 +953,6 @@ func faultSwitch(t *testing.T, td *tandemtest.Tandem, config string, env []strin
 		}
 		return nil
 	})
-	return faultStart(t, config, env, args...).wait(t)
 }
 
 // faultReport reads the --json report from the standard output.
