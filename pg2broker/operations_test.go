@@ -173,6 +173,28 @@ func get(url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// TestInBandRowsSkipTheBatchDelay captures with a batching delay of an
+// hour: an ordinary transaction waits in the producer's batch, and the
+// next one, which writes a switch marker, sends both at once. A switch
+// waits for its marker with clients paused; without the flush both would
+// arrive after the hour, long past ReadTxns' minute.
+func TestInBandRowsSkipTheBatchDelay(t *testing.T) {
+	srv := pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	conn := pgtest.Connect(t, srv, "postgres")
+	exec(t, conn, `CREATE SCHEMA pgtandem;
+		CREATE TABLE pgtandem.switch_marker (marker_id text PRIMARY KEY);
+		CREATE TABLE app (id int PRIMARY KEY)`)
+	topic := "persistent://public/default/in-band"
+	capture(t, srv, b.URL(), topic, func(c *pg2broker.Config) { c.BatchDelay = time.Hour })
+	exec(t, conn, `INSERT INTO app VALUES (1)`)
+	exec(t, conn, `INSERT INTO pgtandem.switch_marker VALUES ('m1')`)
+	txns := eventtest.ReadTxns(t, b.URL(), topic, 2, time.Minute)
+	if got := txns[1].Changes[0].Table; got != "switch_marker" {
+		t.Fatalf("second transaction wrote %s, want the marker", got)
+	}
+}
+
 // TestBookkeepingNotPublished writes pgtandem's own state tables and a
 // marker table of the same schema in one transaction: only the marker row
 // reaches the topic, since one cluster's apply position copied into another

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,7 +48,7 @@ func (p *publisher) open(topic string) error {
 		// delivered one would leave a gap that the topic's tail hides.
 		SendTimeout:             -1,
 		MaxPendingMessages:      p.cfg.MaxInFlight,
-		BatchingMaxPublishDelay: 2 * time.Millisecond,
+		BatchingMaxPublishDelay: p.cfg.BatchDelay,
 		BatchingMaxMessages:     2000,
 		BatchingMaxSize:         1 << 20,
 		CompressionType:         pulsar.LZ4,

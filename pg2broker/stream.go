@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgtandem/pgtandem/event"
+	"github.com/pgtandem/pgtandem/internal/catalog"
 )
 
 // stream is the reading loop of one session.
@@ -30,6 +31,9 @@ type stream struct {
 	resume  *resume
 	dec     *decoder
 	framer  *event.Framer
+	// awaited is set while the transaction being framed holds an in-band
+	// row: its last frame goes to the broker at once (see publish).
+	awaited bool
 }
 
 // run reads the slot and handles its messages, status reports and shutdown
@@ -159,6 +163,9 @@ func (st *stream) publish(ev *event.Event) error {
 		}
 		return nil
 	}
+	if catalog.IsInBand(ev.Schema, ev.Table) {
+		st.awaited = true
+	}
 	f, err := st.framer.Add(ev)
 	if err != nil {
 		return &ProtocolError{LSN: pglogrepl.LSN(ev.LSN), Reason: "frame: " + err.Error()}
@@ -192,6 +199,16 @@ func (st *stream) publish(ev *event.Event) error {
 	}
 	if f.Last {
 		st.tracker.txnEnd(pglogrepl.LSN(f.EndLSN), f.CommitTime)
+		if st.awaited {
+			// A switch waits for this transaction with clients paused:
+			// send the batch now and wait for the broker (a few ms), rather
+			// than let it wait out the batching delay. Nothing else is
+			// read meanwhile, which keeps the order of the topic.
+			st.awaited = false
+			if err := st.pub.drain(context.Background()); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -104,6 +104,7 @@ func newPg2brokerCmd(a *app) *cobra.Command {
 			cfg.CreateSlot = createSlot
 			cfg.FrameMaxChanges = a.cfg.Capture.FrameMaxChanges
 			cfg.FrameMaxBytes = a.cfg.Capture.FrameMaxBytes
+			cfg.BatchDelay = a.cfg.Capture.BatchDelay
 			return runService(cmd.Context(), a, "pgtandem/pg2broker", metricsListen, func(tel *telemetry.Telemetry) (service, error) {
 				return pg2broker.New(cfg, a.log, tel)
 			})

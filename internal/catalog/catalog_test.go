@@ -37,6 +37,10 @@ func TestNames(t *testing.T) {
 		catalog.IsBookkeeping("public", "apply_progress") || catalog.IsBookkeeping("pgtandem", "marker") {
 		t.Error("IsBookkeeping classifies wrongly")
 	}
+	if !catalog.IsInBand("pgtandem", "switch_marker") || !catalog.IsInBand("pgtandem", "cursor") ||
+		catalog.IsInBand("pgtandem", "apply_progress") || catalog.IsInBand("public", "switch_marker") {
+		t.Error("IsInBand classifies wrongly")
+	}
 }
 
 // TestMigrate: a fresh cluster, a cluster written before the schema had a

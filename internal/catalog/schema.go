@@ -182,6 +182,12 @@ var bookkeeping = map[string]bool{
 // tables, which capture leaves out of the topic.
 func IsBookkeeping(schema, table string) bool { return schema == Schema && bookkeeping[table] }
 
+// IsInBand tells whether schema.table is one of pgtandem's tables that
+// travel in the topic (switch markers, cursor rows): a switch or a cursor
+// waits at the other end for each row of them, so capture publishes it at
+// once rather than after the batching delay.
+func IsInBand(schema, table string) bool { return schema == Schema && !bookkeeping[table] }
+
 // SchemaTooNewError reports a cluster whose pgtandem schema was written by a
 // newer pgtandem: this one would not know its tables.
 type SchemaTooNewError struct {

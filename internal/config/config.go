@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtandem/pgtandem/event"
 	"github.com/pgtandem/pgtandem/internal/catalog"
+	"github.com/pgtandem/pgtandem/pg2broker"
 	switchover "github.com/pgtandem/pgtandem/switch"
 )
 
@@ -154,6 +155,9 @@ type Capture struct {
 	// FrameMaxBytes also bounds their memory (broker2pg prefetches 1000).
 	FrameMaxChanges int `mapstructure:"frame-max-changes"`
 	FrameMaxBytes   int `mapstructure:"frame-max-bytes"`
+	// BatchDelay is how long the producer gathers frames into one Pulsar
+	// batch (pg2broker.Config.BatchDelay).
+	BatchDelay time.Duration `mapstructure:"batch-delay"`
 }
 
 // Broker configures `pgtandem broker serve`, the single-node Pulsar-protocol
@@ -199,7 +203,7 @@ func Default() Config {
 			// any host signed by the same CA would pass otherwise.
 			TLSValidateHostname: true,
 		},
-		Capture: Capture{FrameMaxChanges: event.DefaultFrameMaxChanges, FrameMaxBytes: event.DefaultFrameMaxBytes},
+		Capture: Capture{FrameMaxChanges: event.DefaultFrameMaxChanges, FrameMaxBytes: event.DefaultFrameMaxBytes, BatchDelay: pg2broker.DefaultBatchDelay},
 		Broker: Broker{
 			Listen:         "127.0.0.1:6650",
 			DataDir:        "pgtandem-broker-data",
@@ -278,6 +282,11 @@ func (c Config) Validate() error {
 	// larger than the frame still travels (in chunks).
 	if c.Capture.FrameMaxBytes < 1<<10 || c.Capture.FrameMaxBytes > 4<<20 {
 		errs = append(errs, &Error{"capture.frame-max-bytes", "must be between 1024 and 4194304 bytes"})
+	}
+	// Pulsar's client takes a zero delay as its own default (10 ms); past a
+	// second the lag would be the delay's.
+	if c.Capture.BatchDelay < time.Millisecond || c.Capture.BatchDelay > time.Second {
+		errs = append(errs, &Error{"capture.batch-delay", "must be between 1ms and 1s"})
 	}
 	if err := validateHostPort(c.Broker.Listen); err != nil {
 		errs = append(errs, &Error{"broker.listen", err.Error()})

@@ -39,6 +39,7 @@ func TestValidateCollectsEveryError(t *testing.T) {
 	cfg.Clusters = map[string]Cluster{"Old": {DSN: "postgres://a@h/db"}, "new": {}}
 	cfg.Pulsar.URL = "pulsar://h:99999"
 	cfg.Pulsar.AdminURL = "pulsar://h:8080"
+	cfg.Capture.BatchDelay = 0
 	cfg.Broker.MaxMessageSize = 10
 	err := cfg.Validate()
 	var keys []string
@@ -49,7 +50,7 @@ func TestValidateCollectsEveryError(t *testing.T) {
 		}
 		keys = append(keys, ce.Key)
 	}
-	want := "clusters.Old clusters.new.dsn pulsar.url pulsar.admin-url broker.max-message-size"
+	want := "clusters.Old clusters.new.dsn pulsar.url pulsar.admin-url capture.batch-delay broker.max-message-size"
 	if strings.Join(keys, " ") != want {
 		t.Fatalf("error keys = %v, want %s", keys, want)
 	}
