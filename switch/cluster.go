@@ -373,26 +373,32 @@ func sequenceReadSQL(names []string) string {
 // (the target's topic) that the cluster applied, "" when none: where the
 // reverse flow stands when clients move.
 func (s *session) readAtFence(ctx context.Context, names []string, source string) ([]sequence, string, error) {
-	b := &pgx.Batch{}
 	var seqs []sequence
+	var applied string
+	if err := s.conn.SendBatch(ctx, readAtFenceBatch(names, source, &seqs, &applied)).Close(); err != nil {
+		return nil, "", fmt.Errorf("cluster %s: read sequences and apply_progress of %s: %w", s.name, source, err)
+	}
+	return seqs, applied, nil
+}
+
+// readAtFenceBatch is readAtFence's round trip; seqs and applied receive
+// what it reads.
+func readAtFenceBatch(names []string, source string, seqs *[]sequence, applied *string) *pgx.Batch {
+	b := &pgx.Batch{}
 	if len(names) > 0 {
 		b.Queue(sequenceReadSQL(names)).Query(func(rows pgx.Rows) error {
 			var err error
-			seqs, err = scanSequences(rows, names)
+			*seqs, err = scanSequences(rows, names)
 			return err
 		})
 	}
-	var applied string
 	b.Queue(`SELECT coalesce(message_id, '') FROM pgtandem.apply_progress WHERE source_cluster = $1`, source).QueryRow(func(row pgx.Row) error {
-		if err := row.Scan(&applied); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		if err := row.Scan(applied); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
 		return nil
 	})
-	if err := s.conn.SendBatch(ctx, b).Close(); err != nil {
-		return nil, "", fmt.Errorf("cluster %s: read sequences and apply_progress of %s: %w", s.name, source, err)
-	}
-	return seqs, applied, nil
+	return b
 }
 
 // readSequences reads every sequence of names in one round trip.

@@ -13,9 +13,10 @@ import (
 )
 
 // TestPauseStatementsArePrepared: once the switcher prepared its
-// statements, the fence, the marker's write and look, the setval and the
-// cut go out without pgx preparing any on the way (the sessions hold no more
-// prepared statements than before), so each costs the write pause one round trip; and they run.
+// statements, the fence, the marker's write and look, the read of the
+// sequences at the fence, the setval and the cut go out without pgx
+// preparing any on the way (the sessions hold no more prepared statements
+// than before), so each costs the write pause one round trip; and they run.
 func TestPauseStatementsArePrepared(t *testing.T) {
 	srv := pgtest.Start(t, 17)
 	ctx := context.Background()
@@ -29,7 +30,11 @@ func TestPauseStatementsArePrepared(t *testing.T) {
 		sessions = append(sessions, sess)
 	}
 	from, to := sessions[0], sessions[1]
-	s := &switcher{cfg: Config{Fence: []string{FencePgBouncer, FenceDatabase}}, from: from, to: to, rec: &record{ToWasFenced: true}}
+	if _, err := from.conn.Exec(ctx, `CREATE SEQUENCE prepared_seq; SELECT setval('prepared_seq', 7)`); err != nil {
+		t.Fatal(err)
+	}
+	s := &switcher{cfg: Config{Fence: []string{FencePgBouncer, FenceDatabase}, To: Cluster{Name: "new"}}, from: from, to: to,
+		rec: &record{ToWasFenced: true}, seqNames: []string{"public.prepared_seq"}}
 	if err := s.prepare(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +56,8 @@ func TestPauseStatementsArePrepared(t *testing.T) {
 	if _, err := from.writeMarker(ctx, "m2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := to.conn.Exec(ctx, `CREATE SEQUENCE prepared_seq`); err != nil {
-		t.Fatal(err)
+	if seqs, _, err := from.readAtFence(ctx, s.seqNames, "new"); err != nil || len(seqs) != 1 || seqs[0].LastValue != 7 {
+		t.Fatalf("read at the fence: %v, %v; want prepared_seq at 7", seqs, err)
 	}
 	seqs := make(chan []sequence, 1)
 	seqs <- []sequence{{Name: "public.prepared_seq", LastValue: 42, IsCalled: true}}

@@ -187,7 +187,7 @@ func Run(ctx context.Context, cfg Config, opts Options, log *slog.Logger) (rep *
 func (s *switcher) prepare(ctx context.Context) error {
 	return s.both(func(sess *session) error {
 		if sess == s.from {
-			batches := []*pgx.Batch{sess.markerBatch("", nil)}
+			batches := []*pgx.Batch{sess.markerBatch("", nil), readAtFenceBatch(s.seqNames, s.cfg.To.Name, nil, nil)}
 			if s.cfg.has(FenceDatabase) {
 				batches = append(batches, sess.fenceBatch("", nil))
 			}
