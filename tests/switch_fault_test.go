@@ -496,16 +496,11 @@ func TestSwitchRefusesBadInputs(t *testing.T) {
 		sw := faultStart(t, config, nil, "--from", "old", "--to", "new",
 			"--set", "switch.max-transaction-age=1h", "--set", "switch.pause-timeout=3s")
 		testwait.For(t, time.Minute, "PgBouncer pausing "+tandemtest.Database, func() error {
-			dbs, err := faultBouncer(t, td).Databases(context.Background())
-			if err != nil {
-				return err
+			d, err := faultBouncerDatabase(context.Background(), t, td)
+			if err == nil && !d.Paused {
+				err = errors.New("not paused")
 			}
-			for _, d := range dbs {
-				if d.Name == tandemtest.Database && d.Paused {
-					return nil
-				}
-			}
-			return errors.New("not paused")
+			return err
 		})
 		if !faultWritable(t, td.Old) {
 			t.Errorf("a session that starts on old while the PAUSE waits is read-only")
@@ -1115,20 +1110,29 @@ func faultCheckBouncer(t *testing.T, td *tandemtest.Tandem, side string, paused 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dbs, err := faultBouncer(t, td).Databases(ctx)
+	d, err := faultBouncerDatabase(ctx, t, td)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range dbs {
-		if d.Name != tandemtest.Database {
-			continue
-		}
-		if d.Port != faultServer(td, side).Port || d.Paused != paused {
-			t.Fatalf("PgBouncer sends %s to port %d, paused %v; want %s (port %d), paused %v", d.Name, d.Port, d.Paused, side, faultServer(td, side).Port, paused)
-		}
-		return
+	if d.Port != faultServer(td, side).Port || d.Paused != paused {
+		t.Fatalf("PgBouncer sends %s to port %d, paused %v; want %s (port %d), paused %v", d.Name, d.Port, d.Paused, side, faultServer(td, side).Port, paused)
 	}
-	t.Fatalf("PgBouncer has no database %s", tandemtest.Database)
+}
+
+// faultBouncerDatabase is PgBouncer's SHOW DATABASES row of the database
+// clients use.
+func faultBouncerDatabase(ctx context.Context, t *testing.T, td *tandemtest.Tandem) (switchover.Database, error) {
+	t.Helper()
+	dbs, err := faultBouncer(t, td).Databases(ctx)
+	if err != nil {
+		return switchover.Database{}, err
+	}
+	for _, d := range dbs {
+		if d.Name == tandemtest.Database {
+			return d, nil
+		}
+	}
+	return switchover.Database{}, fmt.Errorf("PgBouncer has no database %s", tandemtest.Database)
 }
 
 func faultBouncerSetting(t *testing.T, td *tandemtest.Tandem, name string) string {
