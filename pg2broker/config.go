@@ -55,6 +55,15 @@ type Config struct {
 	StatusInterval time.Duration
 	// RetryMax caps the backoff between attempts after a transient failure.
 	RetryMax time.Duration
+	// StopTimeout bounds how long the service, once its context ends, still
+	// waits for the broker to acknowledge what it sent (everything
+	// acknowledged by then is confirmed to PostgreSQL, the rest is read
+	// again at the next start). It bounds every such wait: the final
+	// flush, and a flush or send the service was in when it was asked to
+	// stop, as when the broker is unreachable. Positive; keep it under the
+	// time the process is given to stop (Kubernetes'
+	// terminationGracePeriodSeconds).
+	StopTimeout time.Duration
 }
 
 // DefaultBatchDelay is Config.BatchDelay's default. At the 2 ms it was
@@ -75,6 +84,7 @@ func DefaultConfig() Config {
 		BatchDelay:      DefaultBatchDelay,
 		StatusInterval:  time.Second,
 		RetryMax:        30 * time.Second,
+		StopTimeout:     30 * time.Second,
 	}
 }
 
@@ -108,8 +118,8 @@ func (c Config) Validate() error {
 	if c.LargeMessage < 1024 {
 		errs = append(errs, fmt.Errorf("pg2broker: LargeMessage %d is below 1 KiB", c.LargeMessage))
 	}
-	if c.StatusInterval <= 0 || c.RetryMax <= 0 {
-		errs = append(errs, errors.New("pg2broker: StatusInterval and RetryMax must be positive"))
+	if c.StatusInterval <= 0 || c.RetryMax <= 0 || c.StopTimeout <= 0 {
+		errs = append(errs, errors.New("pg2broker: StatusInterval, RetryMax and StopTimeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -318,3 +318,50 @@ func TestRestartAfterChunkedTail(t *testing.T) {
 		t.Fatalf("%d rows in the topic after the restart, want 3", len(rows))
 	}
 }
+
+// TestStopWhileTheBrokerIsDown stops capture (as SIGTERM does) while it waits
+// for a broker that is down to acknowledge an in-band transaction (a switch
+// marker, which is flushed at once): the stop returns within StopTimeout,
+// confirms nothing the broker does not hold, and the next run delivers the
+// transaction once.
+func TestStopWhileTheBrokerIsDown(t *testing.T) {
+	srv := pgtest.Start(t, 17)
+	b := brokertest.Start(t)
+	conn := pgtest.Connect(t, srv, "postgres")
+	exec(t, conn, `CREATE SCHEMA pgtandem;
+		CREATE TABLE pgtandem.switch_marker (marker_id text PRIMARY KEY);
+		CREATE TABLE app (id int PRIMARY KEY)`)
+	topic := "persistent://public/default/stop-outage"
+	const stopTimeout = 2 * time.Second
+	bounded := func(c *pg2broker.Config) { c.StopTimeout, c.RetryMax = stopTimeout, time.Second }
+	stop := capture(t, srv, b.URL(), topic, bounded)
+	exec(t, conn, `INSERT INTO app VALUES (1)`)
+	eventtest.ReadTxns(t, b.URL(), topic, 1, time.Minute)
+	b.Stop()
+	exec(t, conn, `INSERT INTO pgtandem.switch_marker VALUES ('m1')`)
+	var marker pglogrepl.LSN
+	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()`).Scan(&marker); err != nil {
+		t.Fatal(err)
+	}
+	waitSlotSent(t, conn, "the marker read from the slot")
+	began := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if took := time.Since(began); took > stopTimeout+5*time.Second {
+		t.Fatalf("stop took %s with a StopTimeout of %s", took, stopTimeout)
+	}
+	var confirmed pglogrepl.LSN
+	if err := conn.QueryRow(context.Background(), `SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgtandem_src'`).Scan(&confirmed); err != nil {
+		t.Fatal(err)
+	}
+	if confirmed >= marker {
+		t.Fatalf("slot confirmed %s, past the marker at %s that the broker never acknowledged", confirmed, marker)
+	}
+	b.Restart()
+	capture(t, srv, b.URL(), topic, bounded)
+	txns := eventtest.ReadTxns(t, b.URL(), topic, 2, time.Minute)
+	if len(txns) != 2 || txns[1].Changes[0].Table != "switch_marker" {
+		t.Fatalf("topic holds %d transactions, want the app row and the marker once", len(txns))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -34,6 +35,12 @@ type stream struct {
 	// awaited is set while the transaction being framed holds an in-band
 	// row: its last frame goes to the broker at once (see publish).
 	awaited bool
+	// sends is the context of every send to the broker and every wait for
+	// its acknowledgements: it ends Config.StopTimeout after the session's
+	// (see graceContext), so that what was read before a stop is still
+	// delivered and confirmed, and a broker that does not answer holds the
+	// stop no longer than that.
+	sends context.Context
 }
 
 // run reads the slot and handles its messages, status reports and shutdown
@@ -53,6 +60,9 @@ func (st *stream) run(ctx context.Context) error {
 	defer sock.Close()
 	stopWake := context.AfterFunc(ctx, func() { _ = sock.SetReadDeadline(time.Now()) })
 	defer stopWake()
+	sends, cancelSends := graceContext(ctx, st.svc.cfg.StopTimeout)
+	defer cancelSends()
+	st.sends = sends
 
 	interval := st.svc.cfg.StatusInterval
 	var nextStatus time.Time
@@ -105,6 +115,12 @@ func (st *stream) run(ctx context.Context) error {
 			// the decoder copies what it keeps.
 			replyNow, err := st.handle(ctx, msg.Data)
 			if err != nil {
+				if ctx.Err() != nil {
+					// Asked to stop while waiting for the broker: confirm
+					// what it acknowledged meanwhile.
+					st.log.Warn("stopped while waiting for the broker", "err", err)
+					return st.stop()
+				}
 				return err
 			}
 			if replyNow {
@@ -193,9 +209,9 @@ func (st *stream) publish(ev *event.Event) error {
 			return err
 		}
 	} else {
-		// Sends are not tied to the service's context: on shutdown the
+		// On the sends' context, not the session's: on shutdown the
 		// messages already read are still delivered, then confirmed.
-		st.pub.producer.SendAsync(context.Background(), msg, done)
+		st.pub.producer.SendAsync(st.sends, msg, done)
 	}
 	if f.Last {
 		st.tracker.txnEnd(pglogrepl.LSN(f.EndLSN), f.CommitTime)
@@ -205,7 +221,7 @@ func (st *stream) publish(ev *event.Event) error {
 			// than let it wait out the batching delay. Nothing else is
 			// read meanwhile, which keeps the order of the topic.
 			st.awaited = false
-			if err := st.pub.drain(context.Background()); err != nil {
+			if err := st.pub.drain(st.sends); err != nil {
 				return err
 			}
 		}
@@ -217,10 +233,10 @@ func (st *stream) publish(ev *event.Event) error {
 // batching producer is drained first and the chunked send awaited, so that
 // no message overtakes another on the topic.
 func (st *stream) sendLarge(msg *pulsar.ProducerMessage, done func(pulsar.MessageID, *pulsar.ProducerMessage, error)) error {
-	if err := st.pub.drain(context.Background()); err != nil {
+	if err := st.pub.drain(st.sends); err != nil {
 		return err
 	}
-	id, err := st.pub.chunker.Send(context.Background(), msg)
+	id, err := st.pub.chunker.Send(st.sends, msg)
 	done(id, msg, err)
 	if err != nil {
 		_, err = st.tracker.position()
@@ -264,13 +280,11 @@ func (st *stream) measureLag(ctx context.Context) {
 }
 
 // stop ends a session on request: stop reading, let the broker acknowledge
-// what was sent, confirm it, and return nil.
+// what was sent (until the sends' context ends), confirm it, and return nil.
 func (st *stream) stop() error {
 	st.svc.setState("stopping")
-	flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := st.pub.drain(flushCtx); err != nil {
-		st.log.Warn("flush on shutdown", "err", err)
+	if err := st.pub.drain(st.sends); err != nil {
+		st.log.Warn("flush on shutdown", "err", err, "cause", context.Cause(st.sends))
 	}
 	if err := st.sendStatus(); err != nil {
 		return err
@@ -278,4 +292,31 @@ func (st *stream) stop() error {
 	pos, _ := st.tracker.position()
 	st.log.Info("stopped", "confirmed", pos)
 	return nil
+}
+
+// graceContext returns a context that ends grace after parent does, or when
+// the returned cancel is called; its cause then says the stop timeout
+// expired.
+func graceContext(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	var mu sync.Mutex
+	var timer *time.Timer
+	stopAfter := context.AfterFunc(parent, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() == nil {
+			timer = time.AfterFunc(grace, func() {
+				cancel(fmt.Errorf("the broker did not acknowledge within the stop timeout (%s)", grace))
+			})
+		}
+	})
+	return ctx, func() {
+		stopAfter()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+		cancel(context.Canceled)
+	}
 }
