@@ -70,8 +70,8 @@ func BenchmarkSwitchPause(b *testing.B) {
 	// Created before any switch fences new's database postgres, which
 	// would make this session read-only.
 	for _, srv := range []*pglocal.Server{td.Old, td.New} {
-		sql(b, pgtest.Connect(b, srv, tandemtest.Database), `CREATE DATABASE `+nativeDatabase)
-		sql(b, pgtest.Connect(b, srv, nativeDatabase), tandemtest.Schema)
+		pgtest.Exec(b, srv, tandemtest.Database, `CREATE DATABASE `+nativeDatabase)
+		pgtest.Exec(b, srv, nativeDatabase, tandemtest.Schema)
 	}
 	ours := pgtandemPauses(b, td)
 	theirs, aborted := startNative(b, td).pauses(b)

@@ -73,3 +73,18 @@ func Connect(t testing.TB, srv *pglocal.Server, db string) *pgx.Conn {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
+
+// Exec runs sql in database db of srv on a connection of its own, closed
+// before it returns: a session left open would be one more that a switch's
+// database fence terminates, and whose exit the machine pays for, inside
+// the write pause a test measures.
+func Exec(t testing.TB, srv *pglocal.Server, db, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn := Connect(t, srv, db)
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("pgtest: PostgreSQL %d database %s: %v", srv.Major, db, err)
+	}
+}

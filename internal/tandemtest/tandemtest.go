@@ -92,10 +92,7 @@ func Start(t testing.TB, oldMajor, newMajor int, opts ...Options) *Tandem {
 	}
 	td := &Tandem{Old: pgtest.Start(t, oldMajor), New: pgtest.Start(t, newMajor), Broker: brokertest.Start(t, o.Broker...)}
 	for _, srv := range []*pglocal.Server{td.Old, td.New} {
-		conn := pgtest.Connect(t, srv, Database)
-		if _, err := conn.Exec(context.Background(), Schema); err != nil {
-			t.Fatalf("tandemtest: create the schema: %v", err)
-		}
+		pgtest.Exec(t, srv, Database, Schema)
 	}
 	prefix := "persistent://public/default/" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	td.OldTopic, td.NewTopic = catalog.Topic(prefix, oldMajor), catalog.Topic(prefix, newMajor)
@@ -174,6 +171,7 @@ func Sequences(t testing.TB, srv *pglocal.Server) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	conn := pgtest.Connect(t, srv, Database)
+	defer conn.Close(ctx)
 	rows, err := conn.Query(ctx, `SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences
 		WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
 	if err != nil {
