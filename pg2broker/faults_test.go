@@ -325,12 +325,7 @@ func TestRestartAfterChunkedTail(t *testing.T) {
 // confirms nothing the broker does not hold, and the next run delivers the
 // transaction once.
 func TestStopWhileTheBrokerIsDown(t *testing.T) {
-	srv := pgtest.Start(t, 17)
-	b := brokertest.Start(t)
-	conn := pgtest.Connect(t, srv, "postgres")
-	exec(t, conn, `CREATE SCHEMA pgtandem;
-		CREATE TABLE pgtandem.switch_marker (marker_id text PRIMARY KEY);
-		CREATE TABLE app (id int PRIMARY KEY)`)
+	srv, b, conn := startInBand(t)
 	topic := "persistent://public/default/stop-outage"
 	const stopTimeout = 2 * time.Second
 	bounded := func(c *pg2broker.Config) { c.StopTimeout, c.RetryMax = stopTimeout, time.Second }

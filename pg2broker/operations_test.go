@@ -10,13 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtandem/pgtandem/internal/servicetest"
-	"github.com/pgtandem/pgtandem/internal/testwait"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtandem/pgtandem/internal/brokertest"
 	"github.com/pgtandem/pgtandem/internal/eventtest"
+	"github.com/pgtandem/pgtandem/internal/pglocal"
 	"github.com/pgtandem/pgtandem/internal/pgtest"
+	"github.com/pgtandem/pgtandem/internal/servicetest"
 	"github.com/pgtandem/pgtandem/internal/telemetry"
+	"github.com/pgtandem/pgtandem/internal/testwait"
 	"github.com/pgtandem/pgtandem/pg2broker"
 )
 
@@ -173,18 +175,26 @@ func get(url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// TestInBandRowsSkipTheBatchDelay captures with a batching delay of an
-// hour: an ordinary transaction waits in the producer's batch, and the
-// next one, which writes a switch marker, sends both at once. A switch
-// waits for its marker with clients paused; without the flush both would
-// arrive after the hour, long past ReadTxns' minute.
-func TestInBandRowsSkipTheBatchDelay(t *testing.T) {
+// startInBand starts PostgreSQL 17 with a switch marker table (in-band:
+// see catalog.IsInBand) and a table app, and a broker.
+func startInBand(t *testing.T) (*pglocal.Server, *brokertest.Broker, *pgx.Conn) {
+	t.Helper()
 	srv := pgtest.Start(t, 17)
 	b := brokertest.Start(t)
 	conn := pgtest.Connect(t, srv, "postgres")
 	exec(t, conn, `CREATE SCHEMA pgtandem;
 		CREATE TABLE pgtandem.switch_marker (marker_id text PRIMARY KEY);
 		CREATE TABLE app (id int PRIMARY KEY)`)
+	return srv, b, conn
+}
+
+// TestInBandRowsSkipTheBatchDelay captures with a batching delay of an
+// hour: an ordinary transaction waits in the producer's batch, and the
+// next one, which writes a switch marker, sends both at once. A switch
+// waits for its marker with clients paused; without the flush both would
+// arrive after the hour, long past ReadTxns' minute.
+func TestInBandRowsSkipTheBatchDelay(t *testing.T) {
+	srv, b, conn := startInBand(t)
 	topic := "persistent://public/default/in-band"
 	capture(t, srv, b.URL(), topic, func(c *pg2broker.Config) { c.BatchDelay = time.Hour })
 	exec(t, conn, `INSERT INTO app VALUES (1)`)
