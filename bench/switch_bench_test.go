@@ -39,6 +39,23 @@ const (
 	// nativePoll is how often the native script looks at the apply's
 	// position: the interval at which pgtandem looks for its marker.
 	nativePoll = 2 * time.Millisecond
+	// poolSize is default_pool_size of both contenders' PgBouncer: the
+	// most server connections it holds, each of which a PAUSE ends. It is
+	// several times what the load keeps busy on average (500 TPS of 2-5 ms
+	// transactions: 1-2.5), and a generous pool for a 2-core server, where
+	// PgBouncer's default of 20 let pgbench's start-up burst open 15.
+	//
+	// The size matters on this machine because ending a backend costs it
+	// 27-35 ms of CPU on PostgreSQL 15 and 16-18 ms on 17 (starting one,
+	// 3 ms): each PAUSE ended 9-15 backends at once, a burst of up to half
+	// a second of CPU on 2 cores at the start of the pause, which slowed
+	// every hop of pgtandem's marker (through four processes) more than
+	// the native apply's (two). Over six runs of each, with 20 and with 8,
+	// the longest pause as the tools timed it went from 161-230 ms to
+	// 107-144 ms for pgtandem and was 103-179 and 102-148 ms for native;
+	// clients' longest wait went from 279-427 to 218-294 ms for pgtandem
+	// and was 217-307 and 216-315 ms for native.
+	poolSize = "8"
 )
 
 // pause is one switch's write pause: from PAUSE to the end of RESUME as the
@@ -66,7 +83,7 @@ func (p pause) reported() time.Duration { return p.end.Sub(p.start) }
 // its own. It prints the longest client-visible pause of each and their
 // ratio (pgtandem / native; below 1 pgtandem pauses clients for less).
 func BenchmarkSwitchPause(b *testing.B) {
-	td := tandemtest.Start(b, 15, 17)
+	td := tandemtest.Start(b, 15, 17, tandemtest.Options{BouncerSettings: map[string]string{"default_pool_size": poolSize}})
 	// Created before any switch fences new's database postgres, which
 	// would make this session read-only.
 	for _, srv := range []*pglocal.Server{td.Old, td.New} {
@@ -93,8 +110,8 @@ func BenchmarkSwitchPause(b *testing.B) {
 	if aborted != "" {
 		note = "; native baseline degraded: " + aborted
 	}
-	fmt.Printf("switch pause at %d TPS over %d switches PG15<->PG17: pgtandem max %d ms (median %d ms; report pause max %d ms), native scripted max %d ms (median %d ms), ratio pgtandem/native %.2f (target <= 1.5 and <= 1 s, aim 300 ms); longest client wait in the second before a PAUSE, median: pgtandem %d ms, native %d ms%s\n",
-		switchRate, switches, oursMax.Milliseconds(), oursMedian.Milliseconds(), reportedMax.Milliseconds(),
+	fmt.Printf("switch pause at %d TPS over %d switches PG15<->PG17 (PgBouncer pool of %s): pgtandem max %d ms (median %d ms; report pause max %d ms), native scripted max %d ms (median %d ms), ratio pgtandem/native %.2f (target <= 1.5 and <= 1 s, aim 300 ms); longest client wait in the second before a PAUSE, median: pgtandem %d ms, native %d ms%s\n",
+		switchRate, switches, poolSize, oursMax.Milliseconds(), oursMedian.Milliseconds(), reportedMax.Milliseconds(),
 		nativeMax.Milliseconds(), nativeMedian.Milliseconds(), ratio, oursBefore.Milliseconds(), nativeBefore.Milliseconds(), note)
 }
 
@@ -272,7 +289,7 @@ func startNative(b *testing.B, td *tandemtest.Tandem) *nativeSwitch {
 	if n.sequences, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 		b.Fatal(err)
 	}
-	n.bouncer = pgbouncertest.Start(b, td.Old, nativeDatabase)
+	n.bouncer = pgbouncertest.Start(b, td.Old, nativeDatabase, pgbouncertest.WithSetting("default_pool_size", poolSize))
 	if n.console, err = switchover.NewPgBouncer(n.bouncer.AdminDSN()); err != nil {
 		b.Fatal(err)
 	}
