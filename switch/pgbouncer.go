@@ -130,7 +130,7 @@ func (b *PgBouncer) undoPause(ctx context.Context, db string, waited time.Durati
 		timeoutErr.ResumeErr = err
 		return timeoutErr
 	}
-	d, err := b.database(ctx, db)
+	d, err := b.Database(ctx, db)
 	switch {
 	case err != nil:
 		timeoutErr.ResumeErr = err
@@ -211,7 +211,7 @@ func (b *PgBouncer) Redirect(ctx context.Context, path, db string, target Databa
 	if err := b.Reload(ctx); err != nil {
 		return err
 	}
-	got, err := b.database(ctx, db)
+	got, err := b.Database(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -344,8 +344,9 @@ func parseDatabases(results []*pgconn.Result) ([]Database, error) {
 	return dbs, nil
 }
 
-// database returns the SHOW DATABASES row of name, nil when there is none.
-func (b *PgBouncer) database(ctx context.Context, name string) (*Database, error) {
+// Database returns the SHOW DATABASES row of the [databases] entry name,
+// nil when there is none.
+func (b *PgBouncer) Database(ctx context.Context, name string) (*Database, error) {
 	dbs, err := b.Databases(ctx)
 	if err != nil {
 		return nil, err

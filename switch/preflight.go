@@ -71,7 +71,7 @@ func (s *switcher) checkBouncers(ctx context.Context) error {
 			return &PreflightError{Check: "pgbouncer", Detail: err.Error()}
 		}
 		s.loginRetry[i] = retry
-		d, err := b.database(ctx, s.cfg.PgBouncer.Database)
+		d, err := b.Database(ctx, s.cfg.PgBouncer.Database)
 		if err != nil {
 			return &PreflightError{Check: "pgbouncer", Detail: err.Error()}
 		}

@@ -587,7 +587,7 @@ func (s *switcher) fence(ctx context.Context) (string, error) {
 			if !s.resuming {
 				return b.Pause(pauseCtx, s.cfg.PgBouncer.Database) // the preflight saw it not paused
 			}
-			if d, err := b.database(pauseCtx, s.cfg.PgBouncer.Database); err == nil && d != nil && d.Paused {
+			if d, err := b.Database(pauseCtx, s.cfg.PgBouncer.Database); err == nil && d != nil && d.Paused {
 				// Paused by the run this one resumes, which may have died
 				// while the PAUSE still waited for transactions.
 				return b.waitDrained(pauseCtx, s.cfg.PgBouncer.Database)

@@ -1123,16 +1123,14 @@ func faultCheckBouncer(t *testing.T, td *tandemtest.Tandem, side string, paused 
 // clients use.
 func faultBouncerDatabase(ctx context.Context, t *testing.T, td *tandemtest.Tandem) (switchover.Database, error) {
 	t.Helper()
-	dbs, err := faultBouncer(t, td).Databases(ctx)
+	d, err := faultBouncer(t, td).Database(ctx, tandemtest.Database)
+	if err == nil && d == nil {
+		err = fmt.Errorf("PgBouncer has no database %s", tandemtest.Database)
+	}
 	if err != nil {
 		return switchover.Database{}, err
 	}
-	for _, d := range dbs {
-		if d.Name == tandemtest.Database {
-			return d, nil
-		}
-	}
-	return switchover.Database{}, fmt.Errorf("PgBouncer has no database %s", tandemtest.Database)
+	return *d, nil
 }
 
 func faultBouncerSetting(t *testing.T, td *tandemtest.Tandem, name string) string {

@@ -382,19 +382,16 @@ func swCheckBouncerOnOld(t *testing.T, adminDSN string, oldPort int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dbs, err := b.Databases(context.Background())
+	d, err := b.Database(context.Background(), tandemtest.Database)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range dbs {
-		if d.Name == tandemtest.Database {
-			if d.Port != oldPort || d.Paused {
-				t.Fatalf("PgBouncer database %s after the rollback: %+v, want port %d (old), not paused", d.Name, d, oldPort)
-			}
-			return
-		}
+	if d == nil {
+		t.Fatalf("PgBouncer has no database %s", tandemtest.Database)
 	}
-	t.Fatalf("PgBouncer has no database %s: %+v", tandemtest.Database, dbs)
+	if d.Port != oldPort || d.Paused {
+		t.Fatalf("PgBouncer database %s after the rollback: %+v, want port %d (old), not paused", d.Name, *d, oldPort)
+	}
 }
 
 func swMs(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
