@@ -70,6 +70,10 @@ type pause struct {
 	// applyWait is the part the native script spent waiting for the
 	// subscription to apply old's last write.
 	applyWait time.Duration
+	// caughtUp is how long after the RESUME no client waited in PgBouncer
+	// any more, as pgtandem's report gives it; the native script waits for
+	// it the same way, so that both put the same load on PgBouncer.
+	caughtUp time.Duration
 	// steps is pgtandem's timeline of the switch.
 	steps string
 }
@@ -147,6 +151,7 @@ func pgtandemPauses(b *testing.B, td *tandemtest.Tandem) []pause {
 			}
 			steps = append(steps, step)
 		}
+		steps = append(steps, fmt.Sprintf("caught up %d after the RESUME%s", rep.CaughtUp.Milliseconds(), rep.CatchUpError))
 		pauses = append(pauses, pause{start: rep.PauseStart, end: rep.PauseEnd, steps: strings.Join(steps, ", ")})
 		from, to = to, from
 	}
@@ -331,8 +336,12 @@ func (n *nativeSwitch) pauses(b *testing.B) (pauses []pause, aborted string) {
 			strings.Count(res.Output, "aborted in command"), switchClients, firstError(res.Output))
 	}
 	clientPauses(res, pauses)
-	b.Logf("native, %d switches in %.0f s of a %.0f s load (%s); pause ms as the script timed it/as clients saw it/waiting for the apply: %s",
-		switches, switched.Seconds(), nativeLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, func(p pause) time.Duration { return p.applyWait }))
+	caughtUp := make([]string, len(pauses))
+	for i, p := range pauses {
+		caughtUp[i] = fmt.Sprint(p.caughtUp.Milliseconds())
+	}
+	b.Logf("native, %d switches in %.0f s of a %.0f s load (%s); pause ms as the script timed it/as clients saw it/waiting for the apply: %s; caught up ms after the RESUME: %s",
+		switches, switched.Seconds(), nativeLoad.Seconds(), pgbenchSummary(res), pauseList(pauses, func(p pause) time.Duration { return p.applyWait }), strings.Join(caughtUp, " "))
 	return pauses, aborted
 }
 
@@ -382,7 +391,20 @@ func (n *nativeSwitch) forward(ctx context.Context) (pause, error) {
 		return p, err
 	}
 	p.end = time.Now()
-	return p, n.console.Set(ctx, "server_login_retry", n.loginRetry)
+	if err := n.console.Set(ctx, "server_login_retry", n.loginRetry); err != nil {
+		return p, err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	p.caughtUp = -time.Millisecond // printed as -1: clients still waited after 2 s
+	var waiting *switchover.ClientsWaitingError
+	switch err := n.console.WaitNoClientWaiting(waitCtx, nativeDatabase, 10*time.Millisecond); {
+	case err == nil:
+		p.caughtUp = time.Since(p.end)
+	case !errors.As(err, &waiting):
+		return p, err
+	}
+	return p, nil
 }
 
 // back moves clients to old again: old's sequences are moved to new's

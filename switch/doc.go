@@ -43,7 +43,10 @@
 //     or the operator's command ([RedirectHook]), or nothing
 //     ([RedirectNone]).
 //   - [StepResume]: RESUME, the queued transactions run on the target. The
-//     write pause ends; this is the point of no return.
+//     write pause ends; this is the point of no return. With the pgbouncer
+//     fence the switch then waits until no client waits in PgBouncer
+//     ([Report].CaughtUp, at most 2 s) before it goes on: the rest is not
+//     urgent, the queued clients are.
 //   - [StepCursor]: the cut row's frame found in the target's topic
 //     ([Options].Pulsar); with [Config].PrepareSubscriptions, each
 //     downstream subscription of the source's topic created on the

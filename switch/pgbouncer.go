@@ -400,6 +400,11 @@ func (b *PgBouncer) show(ctx context.Context, what string) ([]*pgconn.Result, er
 		return nil, err
 	}
 	defer closeConn(conn)
+	return b.showOn(ctx, conn, what)
+}
+
+// showOn runs SHOW what on an open console connection.
+func (b *PgBouncer) showOn(ctx context.Context, conn *pgconn.PgConn, what string) ([]*pgconn.Result, error) {
 	results, err := conn.Exec(ctx, "SHOW "+what).ReadAll()
 	if err != nil {
 		return nil, fmt.Errorf("%s: SHOW %s: %w", b, what, err)
@@ -464,6 +469,72 @@ func (b *PgBouncer) Set(ctx context.Context, name, value string) error {
 		return fmt.Errorf("%s: %q is not a setting name", b, name)
 	}
 	return b.exec(ctx, "SET "+name+" = '"+strings.ReplaceAll(value, "'", "''")+"'")
+}
+
+// ClientsWaitingError reports clients of a database still waiting for a
+// server connection when [PgBouncer.WaitNoClientWaiting] gave up.
+type ClientsWaitingError struct {
+	PgBouncer string
+	Database  string
+	// Waiting is the number of waiting clients (cl_waiting) and MaxWait
+	// how long the oldest had waited, at the last SHOW POOLS.
+	Waiting int
+	MaxWait time.Duration
+	Cause   error
+}
+
+func (e *ClientsWaitingError) Error() string {
+	return fmt.Sprintf("%s: %d clients of database %s still wait for a server connection, the oldest for %s: %v",
+		e.PgBouncer, e.Waiting, e.Database, e.MaxWait.Round(time.Millisecond), e.Cause)
+}
+
+func (e *ClientsWaitingError) Unwrap() error { return e.Cause }
+
+// WaitNoClientWaiting waits until no client of db waits for a server
+// connection: cl_waiting 0 in every pool of db, read with SHOW POOLS every
+// interval on one console connection (a login per look would cost
+// PgBouncer, which serves clients on one thread, more than the look).
+// After a RESUME that is the moment the clients the pause queued, and those
+// that queued behind them, have all been given a server connection. When
+// ctx ends first it returns a *ClientsWaitingError.
+func (b *PgBouncer) WaitNoClientWaiting(ctx context.Context, db string, interval time.Duration) error {
+	conn, err := b.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	var last *ClientsWaitingError
+	for {
+		results, err := b.showOn(ctx, conn, "POOLS")
+		if err != nil {
+			if last != nil && ctx.Err() != nil {
+				last.Cause = context.Cause(ctx)
+				return last
+			}
+			return err
+		}
+		pools, err := parsePools(results)
+		if err != nil {
+			return fmt.Errorf("%s: SHOW POOLS: %w", b, err)
+		}
+		waiting := &ClientsWaitingError{PgBouncer: b.String(), Database: db}
+		for _, p := range pools {
+			if p.Database == db {
+				waiting.Waiting += p.ClientsWaiting
+				waiting.MaxWait = max(waiting.MaxWait, p.MaxWait)
+			}
+		}
+		if waiting.Waiting == 0 {
+			return nil
+		}
+		last = waiting
+		select {
+		case <-ctx.Done():
+			waiting.Cause = context.Cause(ctx)
+			return waiting
+		case <-time.After(interval):
+		}
+	}
 }
 
 // waitDrained waits until no server connection of db is linked to a client

@@ -431,3 +431,48 @@ func TestPools(t *testing.T) {
 		t.Fatal(q.err)
 	}
 }
+
+// TestWaitNoClientWaiting: while a paused database holds a client's query,
+// the wait gives up with what is waiting; after the RESUME it returns once
+// the query got its server connection.
+func TestWaitNoClientWaiting(t *testing.T) {
+	ctx := context.Background()
+	bouncer, admin := startBouncer(t, 15)
+	waiter := bouncer.Connect(t, db)
+	if err := admin.Pause(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	queried := make(chan outcome, 1)
+	go func() {
+		_, err := waiter.Exec(ctx, "SELECT 1")
+		queried <- outcome{err, time.Now()}
+	}()
+	testwait.For(t, 10*time.Second, "the query queued", func() error {
+		p, err := poolOf(admin, db)
+		if err == nil && p.ClientsWaiting != 1 {
+			err = fmt.Errorf("%d clients waiting", p.ClientsWaiting)
+		}
+		return err
+	})
+
+	waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err := admin.WaitNoClientWaiting(waitCtx, db, 5*time.Millisecond)
+	var waiting *switchover.ClientsWaitingError
+	if !errors.As(err, &waiting) || waiting.Waiting != 1 || waiting.Database != db || waiting.MaxWait <= 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("paused with a query queued: want a *ClientsWaitingError with 1 client of %s, its wait, and the deadline; got %v", db, err)
+	}
+
+	if err := admin.Resume(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := admin.WaitNoClientWaiting(waitCtx, db, 5*time.Millisecond); err != nil {
+		t.Fatalf("after RESUME: %v", err)
+	}
+	q := await(t, "the queued query", queried)
+	if q.err != nil {
+		t.Fatalf("the query queued during PAUSE failed: %v", q.err)
+	}
+}

@@ -52,6 +52,12 @@ type Report struct {
 	PauseStart time.Time     `json:"pause_start"`
 	PauseEnd   time.Time     `json:"pause_end"`
 	Pause      time.Duration `json:"pause_ns"`
+	// CaughtUp is how long after the RESUME no client waited in any
+	// PgBouncer for a server connection any more: the clients the pause
+	// queued had all been served. Zero without the pgbouncer fence, or when
+	// that took longer than 2 s (CatchUpError says what was still waiting).
+	CaughtUp     time.Duration `json:"caught_up_ns,omitempty"`
+	CatchUpError string        `json:"catch_up_error,omitempty"`
 	// MarkerLSN is the source's WAL position just after the switch's
 	// marker; MarkerMessageID the message id, in the source's topic, of the
 	// transaction that carried it; ReverseMessageID the last message of the
@@ -116,6 +122,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "  write pause      not ended: clients may still wait (since %s)\n", r.PauseStart.UTC().Format(time.RFC3339Nano))
 		case r.Outcome == OutcomeDone:
 			fmt.Fprintf(&b, "  write pause      %s (fence start to RESUME)\n", ms(r.Pause))
+			if r.CaughtUp > 0 {
+				fmt.Fprintf(&b, "  caught up        %s after the RESUME (no client waiting in PgBouncer)\n", ms(r.CaughtUp))
+			}
+			if r.CatchUpError != "" {
+				fmt.Fprintf(&b, "  caught up        %s\n", r.CatchUpError)
+			}
 		default:
 			fmt.Fprintf(&b, "  write pause      %s (fence start to the end of the undo)\n", ms(r.Pause))
 		}

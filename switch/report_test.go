@@ -95,6 +95,22 @@ func TestWriteTextUndone(t *testing.T) {
 	}
 }
 
+// TestWriteTextCaughtUp: when clients were served after the RESUME, and
+// when they were not within the bound.
+func TestWriteTextCaughtUp(t *testing.T) {
+	r := doneReport()
+	r.CaughtUp = 84200 * time.Microsecond
+	line := "  write pause      120.0 ms (fence start to RESUME)\n  caught up        84.2 ms after the RESUME (no client waiting in PgBouncer)\n  marker "
+	if got := writeText(t, r); !strings.Contains(got, line) {
+		t.Errorf("want the catch-up after the write pause:\n%s\ngot:\n%s", line, got)
+	}
+	r.CaughtUp, r.CatchUpError = 0, "PgBouncer 10.0.0.9:6432: 3 clients of database app still wait for a server connection, the oldest for 2.1s: not within 2s of the RESUME"
+	line = "  caught up        " + r.CatchUpError + "\n"
+	if got := writeText(t, r); !strings.Contains(got, line) || strings.Contains(got, "after the RESUME (no client") {
+		t.Errorf("want only the catch-up error:\n%s\ngot:\n%s", line, got)
+	}
+}
+
 // TestWriteTextDryRun: a dry run fences nothing, so it prints the probes and
 // the expected pause, never a write pause or a step.
 func TestWriteTextDryRun(t *testing.T) {
@@ -231,6 +247,37 @@ func TestHTMLTimeline(t *testing.T) {
 	if !near(last.X+last.Width, pause.X+pause.Width) || pause.X+pause.Width > 1000 {
 		t.Errorf("the pause shading (x %.2f, width %.2f) does not end with the resume bar (ends at %.2f) inside the 1000 wide view",
 			pause.X, pause.Width, last.X+last.Width)
+	}
+}
+
+// TestHTMLCaughtUp: the catch-up after the RESUME is a row of the summary
+// and a bar of its own from the end of the pause, inside the view.
+func TestHTMLCaughtUp(t *testing.T) {
+	r := doneReport()
+	r.CaughtUp = 180 * time.Millisecond
+	page := string(r.HTML())
+	checkNesting(t, page)
+	if want := "<td>Caught up</td><td>180.0 ms after the RESUME (no client waiting in PgBouncer)</td>"; !strings.Contains(page, want) {
+		t.Errorf("page lacks %q", want)
+	}
+	svg := parseTimeline(t, page)
+	if len(svg.Rects) != 2+len(r.Steps) {
+		t.Fatalf("want the pause shading, one bar per step and the catch-up's, got %d rects", len(svg.Rects))
+	}
+	pause, bar := svg.Rects[0], svg.Rects[len(svg.Rects)-1]
+	perMs := pause.Width / 120
+	if math.Abs(bar.X-(pause.X+pause.Width)) > 0.01 || math.Abs(bar.Width-180*perMs) > 0.01 || bar.X+bar.Width > 1000 {
+		t.Errorf("catch-up bar x %.2f width %.2f, want x %.2f (the pause's end) width %.2f within the 1000 wide view",
+			bar.X, bar.Width, pause.X+pause.Width, 180*perMs)
+	}
+	var labels []string
+	for _, text := range svg.Texts {
+		if text.Anchor == "end" {
+			labels = append(labels, text.Text)
+		}
+	}
+	if got := labels[len(labels)-1]; got != "caught up" {
+		t.Errorf("last bar labelled %q, want \"caught up\"", got)
 	}
 }
 

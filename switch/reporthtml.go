@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"html/template"
+	"slices"
 	"time"
 )
 
@@ -28,6 +29,7 @@ func (r *Report) HTML() []byte {
 	for _, s := range r.Steps {
 		span = max(span, s.End.Sub(r.PauseStart))
 	}
+	span = max(span, r.PauseEnd.Add(r.CaughtUp).Sub(r.PauseStart))
 	if span <= 0 {
 		span = time.Millisecond
 	}
@@ -37,6 +39,11 @@ func (r *Report) HTML() []byte {
 		w := max(float64(s.Duration())*scale, 2)
 		bars = append(bars, timelineBar{Step: s.Step, Label: ms(s.Duration()), Color: stepColors[s.Step],
 			X: left + float64(s.Start.Sub(r.PauseStart))*scale, Y: 30 + float64(i)*rowH, W: w})
+	}
+	if r.CaughtUp > 0 {
+		// Not a step: the clients' side of the pause's end.
+		bars = append(bars, timelineBar{Step: "caught up", Label: ms(r.CaughtUp) + " after the RESUME", Color: "#bcbd22",
+			X: left + float64(r.PauseEnd.Sub(r.PauseStart))*scale, Y: 30 + float64(len(bars))*rowH, W: max(float64(r.CaughtUp)*scale, 2)})
 	}
 	height := 60 + float64(len(bars))*rowH
 	rows := [][2]string{
@@ -49,6 +56,12 @@ func (r *Report) HTML() []byte {
 		{"Marker", fmt.Sprintf("lsn %s, message %s", r.MarkerLSN, r.MarkerMessageID)},
 		{"Reverse cut", "message " + r.ReverseMessageID},
 		{"Clients", r.RedirectTo},
+	}
+	switch {
+	case r.CaughtUp > 0:
+		rows = slices.Insert(rows, 4, [2]string{"Caught up", ms(r.CaughtUp) + " after the RESUME (no client waiting in PgBouncer)"})
+	case r.CatchUpError != "":
+		rows = slices.Insert(rows, 4, [2]string{"Caught up", r.CatchUpError})
 	}
 	if r.Error != "" {
 		rows = append(rows, [2]string{"Error", r.Error})

@@ -86,6 +86,8 @@ func swUnderPgbench(t *testing.T, oldMajor, newMajor int) {
 
 	r.checkPgbench(t)
 	r.logLatencies(t)
+	swCheckCaughtUp(t, r.forward)
+	swCheckCaughtUp(t, r.rollback)
 	swCheckBouncerOnOld(t, r.td.Bouncer.AdminDSN(), r.td.Old.Port)
 	r.checkRows(t)
 	r.checkSequences(t)
@@ -311,6 +313,20 @@ func swRunSwitch(t *testing.T, config, from, to string, args ...string) switchov
 		t.Fatalf("pgtandem switch --from %s --to %s: report %+v", from, to, rep)
 	}
 	return rep
+}
+
+// swCheckCaughtUp fails the test unless the switch saw PgBouncer's queue
+// empty after the RESUME, and only then did the rest of its work.
+func swCheckCaughtUp(t *testing.T, rep switchover.Report) {
+	t.Helper()
+	if rep.CaughtUp <= 0 || rep.CatchUpError != "" {
+		t.Fatalf("switch %s from %s to %s: clients not seen caught up after the RESUME: %s (caught up %s)", rep.SwitchID, rep.From, rep.To, rep.CatchUpError, rep.CaughtUp)
+	}
+	// CaughtUp was measured on the monotonic clock, the rest on the wall clock.
+	if cursor, caughtUp := swStep(t, rep, switchover.StepCursor).Start, rep.PauseEnd.Add(rep.CaughtUp); cursor.Before(caughtUp.Add(-time.Millisecond)) {
+		t.Fatalf("switch %s: cursor step started at %s, before clients caught up at %s", rep.SwitchID, swClock(cursor), swClock(caughtUp))
+	}
+	t.Logf("switch %s -> %s: clients caught up %s after the RESUME", rep.From, rep.To, swMs(rep.CaughtUp))
 }
 
 func swStep(t *testing.T, rep switchover.Report, step string) switchover.StepTiming {
