@@ -366,6 +366,31 @@ func TestRedirectUnderLoad(t *testing.T) {
 	}
 }
 
+// pauseWithQueryWaiting pauses db and sends a query from a client of its
+// own, which waits; it returns once SHOW POOLS shows it waiting, with the
+// channel the query's outcome arrives on.
+func pauseWithQueryWaiting(t *testing.T, bouncer *pgbouncertest.Bouncer, admin *switchover.PgBouncer) <-chan outcome {
+	t.Helper()
+	ctx := context.Background()
+	waiter := bouncer.Connect(t, db)
+	if err := admin.Pause(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	queried := make(chan outcome, 1)
+	go func() {
+		_, err := waiter.Exec(ctx, "SELECT 1")
+		queried <- outcome{err, time.Now()}
+	}()
+	testwait.For(t, 10*time.Second, "a waiting client and its wait", func() error {
+		p, err := poolOf(admin, db)
+		if err == nil && (p.ClientsWaiting != 1 || p.MaxWait <= 0) {
+			err = fmt.Errorf("%+v", p)
+		}
+		return err
+	})
+	return queried
+}
+
 func TestPools(t *testing.T) {
 	ctx := context.Background()
 	bouncer, admin := startBouncer(t, 15)
@@ -408,22 +433,7 @@ func TestPools(t *testing.T) {
 		return err
 	})
 
-	waiter := bouncer.Connect(t, db)
-	if err := admin.Pause(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	queried := make(chan outcome, 1)
-	go func() {
-		_, err := waiter.Exec(ctx, "SELECT 1")
-		queried <- outcome{err, time.Now()}
-	}()
-	testwait.For(t, 10*time.Second, "a waiting client and its wait", func() error {
-		p, err := poolOf(admin, db)
-		if err == nil && (p.ClientsWaiting != 1 || p.MaxWait <= 0) {
-			err = fmt.Errorf("%+v", p)
-		}
-		return err
-	})
+	queried := pauseWithQueryWaiting(t, bouncer, admin)
 	if err := admin.Resume(ctx, db); err != nil {
 		t.Fatal(err)
 	}
@@ -438,22 +448,7 @@ func TestPools(t *testing.T) {
 func TestWaitNoClientWaiting(t *testing.T) {
 	ctx := context.Background()
 	bouncer, admin := startBouncer(t, 15)
-	waiter := bouncer.Connect(t, db)
-	if err := admin.Pause(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	queried := make(chan outcome, 1)
-	go func() {
-		_, err := waiter.Exec(ctx, "SELECT 1")
-		queried <- outcome{err, time.Now()}
-	}()
-	testwait.For(t, 10*time.Second, "the query queued", func() error {
-		p, err := poolOf(admin, db)
-		if err == nil && p.ClientsWaiting != 1 {
-			err = fmt.Errorf("%d clients waiting", p.ClientsWaiting)
-		}
-		return err
-	})
+	queried := pauseWithQueryWaiting(t, bouncer, admin)
 
 	waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
