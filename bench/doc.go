@@ -6,7 +6,11 @@
 // BenchmarkSwitchPause measures the client-visible write pause of ten
 // `pgtandem switch` runs back and forth at 500 TPS through PgBouncer, beside
 // a scripted native switch (PAUSE, wait for the subscription's replay LSN,
-// setval, repoint, RESUME) measured on the same servers in the same run.
+// setval, repoint, RESUME) measured on the same servers in the same run:
+// five pgtandem switches, the ten native ones, then five pgtandem switches
+// more, so that a machine whose speed drifts during the run favours
+// neither. After each RESUME both wait until no client waits in PgBouncer
+// and print how long that took.
 //
 // Switches: PGTANDEM_BENCH_TXNS sets the size of the pgbench backlog
 // (default 100,000 transactions); PGTANDEM_BENCH_PIPELINE_PROFILE and
