@@ -454,7 +454,7 @@ const (
 // The write pause ends at the RESUME, but not the clients' wait: PgBouncer
 // closed its server connections at the PAUSE and opens those to the target
 // one at a time, while the queued transactions and those behind them wait.
-// In the switch benchmark (500 TPS, a pool of 8) that took 150-650 ms.
+// In the switch benchmark (500 TPS, a pool of 8) that took 100-900 ms.
 //
 // The rest of the switch waits for it: the cursor step, the journal's end
 // and ending the switch's two sessions are not urgent, the queued clients
