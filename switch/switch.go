@@ -471,7 +471,7 @@ func (s *switcher) waitCatchUp(ctx context.Context) {
 	})
 	if err != nil {
 		s.rep.CatchUpError = err.Error()
-		s.log.Warn("switch: clients still queue in PgBouncer after the RESUME; going on", "switch", s.rec.ID, "err", err)
+		s.log.Warn("switch: clients not seen caught up after the RESUME; going on", "switch", s.rec.ID, "err", err)
 		return
 	}
 	s.rep.CaughtUp = time.Since(s.rep.PauseEnd)
