@@ -491,74 +491,76 @@ func (e *ClientsWaitingError) Error() string {
 func (e *ClientsWaitingError) Unwrap() error { return e.Cause }
 
 // WaitNoClientWaiting waits until no client of db waits for a server
-// connection: cl_waiting 0 in every pool of db, read with SHOW POOLS every
-// interval on one console connection (a login per look would cost
-// PgBouncer, which serves clients on one thread, more than the look).
-// After a RESUME that is the moment the clients the pause queued, and those
-// that queued behind them, have all been given a server connection. When
-// ctx ends first it returns a *ClientsWaitingError.
+// connection: cl_waiting 0 in every pool of db (see watchPools). After a
+// RESUME that is the moment the clients the pause queued, and those that
+// queued behind them, have all been given a server connection. When ctx
+// ends first it returns a *ClientsWaitingError.
 func (b *PgBouncer) WaitNoClientWaiting(ctx context.Context, db string, interval time.Duration) error {
-	conn, err := b.connect(ctx)
-	if err != nil {
+	last, err := b.watchPools(ctx, db, interval, func(p Pool) int { return p.ClientsWaiting })
+	if err == nil || last == nil {
 		return err
 	}
-	defer closeConn(conn)
-	var last *ClientsWaitingError
-	for {
-		results, err := b.showOn(ctx, conn, "POOLS")
-		if err != nil {
-			if last != nil && ctx.Err() != nil {
-				last.Cause = context.Cause(ctx)
-				return last
-			}
-			return err
-		}
-		pools, err := parsePools(results)
-		if err != nil {
-			return fmt.Errorf("%s: SHOW POOLS: %w", b, err)
-		}
-		waiting := &ClientsWaitingError{PgBouncer: b.String(), Database: db}
-		for _, p := range pools {
-			if p.Database == db {
-				waiting.Waiting += p.ClientsWaiting
-				waiting.MaxWait = max(waiting.MaxWait, p.MaxWait)
-			}
-		}
-		if waiting.Waiting == 0 {
-			return nil
-		}
-		last = waiting
-		select {
-		case <-ctx.Done():
-			waiting.Cause = context.Cause(ctx)
-			return waiting
-		case <-time.After(interval):
-		}
+	waiting := &ClientsWaitingError{PgBouncer: b.String(), Database: db, Cause: err}
+	for _, p := range last {
+		waiting.Waiting += p.ClientsWaiting
+		waiting.MaxWait = max(waiting.MaxWait, p.MaxWait)
 	}
+	return waiting
 }
 
 // waitDrained waits until no server connection of db is linked to a client
 // (SHOW POOLS sv_active 0 in every pool of db): what a PAUSE that completed
 // guarantees, for a database found paused by an earlier run.
 func (b *PgBouncer) waitDrained(ctx context.Context, db string) error {
+	last, err := b.watchPools(ctx, db, 10*time.Millisecond, func(p Pool) int { return p.ServersActive })
+	if err == nil || last == nil {
+		return err
+	}
+	active := 0
+	for _, p := range last {
+		active += p.ServersActive
+	}
+	return fmt.Errorf("%s: database %s is paused but %d server connections stay active: %w", b, db, active, err)
+}
+
+// watchPools reads SHOW POOLS every interval until count, summed over the
+// pools of db, is 0. It reads on one console connection: a login per look
+// would cost PgBouncer, which serves clients on one thread, more than the
+// look. When ctx ends first it returns the pools of db of the last read
+// and ctx's cause; last is nil with any other error.
+func (b *PgBouncer) watchPools(ctx context.Context, db string, interval time.Duration, count func(Pool) int) (last []Pool, err error) {
+	conn, err := b.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(conn)
 	for {
-		pools, err := b.Pools(ctx)
+		results, err := b.showOn(ctx, conn, "POOLS")
 		if err != nil {
-			return err
+			if last != nil && ctx.Err() != nil {
+				return last, context.Cause(ctx)
+			}
+			return nil, err
 		}
-		active := 0
+		pools, err := parsePools(results)
+		if err != nil {
+			return nil, fmt.Errorf("%s: SHOW POOLS: %w", b, err)
+		}
+		last = last[:0]
+		left := 0
 		for _, p := range pools {
 			if p.Database == db {
-				active += p.ServersActive
+				last = append(last, p)
+				left += count(p)
 			}
 		}
-		if active == 0 {
-			return nil
+		if left == 0 {
+			return nil, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: database %s is paused but %d server connections stay active: %w", b, db, active, context.Cause(ctx))
-		case <-time.After(10 * time.Millisecond):
+			return last, context.Cause(ctx)
+		case <-time.After(interval):
 		}
 	}
 }
